@@ -1,0 +1,192 @@
+"""Latency of one chat turn on the trusted side: retrieval, time to first token, decode speed.
+
+A turn is: retrieve (through the caller's ``retrieve`` callable, or a fixed context) and then a
+grounded, streamed answer from the local model. Per prompt we record the time to the first
+streamed token (prompt processing dominates it), decode tokens/s after the first token, and the
+whole turn; the summary gives median and p95 and the share of turn time spent in retrieval.
+
+Example:
+    >>> from pathlib import Path
+    >>> run_chat_benchmark("smollm2-135m", DEFAULT_PROMPTS, Path("runs/bench/chat-smollm2.json"))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from chatbot.grounding import ContextItem, GroundedAnswer, GroundedChat
+from chatbot.llm import LLMSettings, LocalLLM
+from chatbot.memory import STOPWORDS
+
+# A small private collection the default prompts are answerable from.
+DEFAULT_CONTEXT: tuple[ContextItem, ...] = (
+    ContextItem("doc-returns", "text", text="The store's return window is 30 days.", score=0.82),
+    ContextItem("img-cat", "image", caption="a photo of a tabby cat asleep on a red sofa", score=0.71),
+    ContextItem("doc-bike", "text", text="The red bicycle was bought in May 2023 for 450 euros.", score=0.66),
+    ContextItem("img-beach", "image", caption="a photo of a sandy beach at sunset", score=0.52),
+    ContextItem("doc-wifi", "text", text="The guest Wi-Fi password is written on the fridge.", score=0.41),
+)
+_WORD = re.compile(r"[a-z0-9-]{3,}")
+DEFAULT_PROMPTS: tuple[str, ...] = (
+    "How long is the return window?",
+    "What is the cat sleeping on?",
+    "How much did the red bicycle cost?",
+    "Do I have a photo of a beach?",
+    "Where is the Wi-Fi password?",
+)
+
+
+def keyword_retrieve(prompt: str) -> list[ContextItem]:
+    """Stand-in retrieval over :data:`DEFAULT_CONTEXT`: items re-scored by words shared with ``prompt``.
+
+    Each prompt gets its own item order, as real retrieval gives, so llama.cpp's prompt-prefix
+    reuse only covers the system prompt, not the whole context (which would flatter the TTFT).
+    """
+    words = set(_WORD.findall(prompt.lower())) - STOPWORDS
+    scored = []
+    for item in DEFAULT_CONTEXT:
+        overlap = len(words & set(_WORD.findall(f"{item.caption} {item.text}".lower())))
+        scored.append(replace(item, score=round(0.3 + 0.1 * overlap + item.score / 100, 3)))
+    return sorted(scored, key=lambda it: it.score, reverse=True)
+
+
+def run_chat_benchmark(
+    model: str,
+    prompts: list[str],
+    out: Path,
+    retrieval_ms: list[float] | None = None,
+    *,
+    retrieve: Callable[[str], Sequence[ContextItem]] | None = None,
+    n_ctx: int = 2048,
+    n_threads: int = 2,
+    max_tokens: int = 64,
+    threshold: float = 0.3,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Time one grounded, streamed turn per prompt with ``model`` and write the summary as JSON.
+
+    Args:
+        model: a model name (``chatbot.model_files.list_models()``) or a GGUF path.
+        prompts: the user questions, one turn each (the first run is preceded by one untimed
+            warm-up turn so one-off allocation does not count).
+        out: the JSON file to write (folders are created).
+        retrieval_ms: retrieval times measured elsewhere, one per prompt, added to each turn.
+        retrieve: called with each prompt to get its items; its wall time counts as the turn's
+            retrieval time (added to ``retrieval_ms`` if both are given). Default:
+            :func:`keyword_retrieve` over the built-in :data:`DEFAULT_CONTEXT`.
+
+    Returns:
+        The summary written to ``out`` (times in milliseconds).
+    """
+    if retrieval_ms is not None and len(retrieval_ms) != len(prompts):
+        raise ValueError(f"retrieval_ms has {len(retrieval_ms)} entries for {len(prompts)} prompts")
+    if not prompts:
+        raise ValueError("no prompts to benchmark")
+    settings = LLMSettings(
+        model=model, n_ctx=n_ctx, n_threads=n_threads, max_tokens=max_tokens, cache_dir=cache_dir
+    )
+    t = time.perf_counter()
+    llm = LocalLLM(settings)
+    load_s = time.perf_counter() - t
+    chat = GroundedChat(llm, threshold=threshold)
+    retrieve = retrieve or keyword_retrieve
+    # Untimed warm-up on its own context: it caches only what every real turn shares (the system
+    # prompt), so no measured turn reuses a whole cached context.
+    warm_up = [ContextItem("warm-up", "text", text="A warm-up note.", score=1.0)]
+    _timed_turn(chat, "What is this note?", warm_up)
+    turns = []
+    for i, prompt in enumerate(prompts):
+        r_ms = retrieval_ms[i] if retrieval_ms is not None else 0.0
+        t = time.perf_counter()
+        items = retrieve(prompt)
+        r_ms += (time.perf_counter() - t) * 1000
+        turn = _timed_turn(chat, prompt, items)
+        turn["retrieval_ms"] = r_ms
+        turn["turn_ms"] = r_ms + turn["generation_ms"]
+        turns.append(turn)
+    llm.close()
+    summary = _summarise(turns)
+    result = {
+        "model": str(model),
+        "model_file": llm.model_name,
+        "n_ctx": n_ctx,
+        "n_threads": n_threads,
+        "max_tokens": max_tokens,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews timings
+        "load_s": round(load_s, 3),
+        **summary,
+        "turns": turns,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _timed_turn(chat: GroundedChat, prompt: str, items: Sequence[ContextItem]) -> dict[str, Any]:
+    """Stream one grounded answer and time it; the fixed not-found answer counts as instant."""
+    prompt_tokens = sum(chat.llm.count_tokens(m["content"]) for m in chat.prompt(prompt, items).messages)
+    t0 = time.perf_counter()
+    first: float | None = None
+    final: GroundedAnswer | None = None
+    for part in chat.stream(prompt, items):
+        if isinstance(part, GroundedAnswer):
+            final = part
+        elif first is None:
+            first = time.perf_counter()
+    end = time.perf_counter()
+    first = first or end
+    answer = final.answer if final else ""
+    n_tokens = chat.llm.count_tokens(answer)
+    decode_s = end - first
+    return {
+        "prompt": prompt,
+        "prompt_tokens": prompt_tokens,
+        "answer": answer,
+        "cited": [it.id for it in final.cited] if final else [],
+        "used_llm": bool(final and final.used_llm),
+        "answer_tokens": n_tokens,
+        "ttft_ms": (first - t0) * 1000,
+        "tokens_per_s": (n_tokens - 1) / decode_s if n_tokens > 1 and decode_s > 0 else 0.0,
+        "generation_ms": (end - t0) * 1000,
+    }
+
+
+def _summarise(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median/p95 of the per-turn times, decode speed, and the retrieval share of total turn time."""
+
+    def stats(key: str) -> dict[str, float]:
+        values = [float(t[key]) for t in turns]
+        return {"median": round(statistics.median(values), 2), "p95": round(_percentile(values, 95), 2)}
+
+    total_turn = sum(t["turn_ms"] for t in turns)
+    total_retrieval = sum(t["retrieval_ms"] for t in turns)
+    return {
+        "n_turns": len(turns),
+        "ttft_ms": stats("ttft_ms"),
+        "tokens_per_s": {  # slow turns are the low ones here, so the minimum instead of a p95
+            "median": round(statistics.median(t["tokens_per_s"] for t in turns), 2),
+            "min": round(min(t["tokens_per_s"] for t in turns), 2),
+        },
+        "turn_ms": stats("turn_ms"),
+        "retrieval_ms": stats("retrieval_ms"),
+        "retrieval_share": round(total_retrieval / total_turn, 4) if total_turn else 0.0,
+    }
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile with linear interpolation (numpy's default), without numpy."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)

@@ -1,0 +1,205 @@
+"""Split an ImageFolder across federated clients and give each client its own on-disk store.
+
+A client's store (a *partition directory*) is everything that client may read: the list of its
+own photos, the frozen tower outputs for them, and the text-tower embeddings of its class
+phrases. Nothing in it points to another client's photos, so a SuperNode given one directory in
+its node config cannot touch another client's data. No Flower imports: tested on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from middleware.datasets import LabelledImage, labels_of, read_synonyms, scan_image_folder
+from middleware.encoder.training import class_phrases
+from pmirs.errors import DatasetError, FederatedError
+
+PARTITION_SCHEMES = ("iid", "domain", "dirichlet")
+PARTITION_FILE = "partition.json"
+FEATURES_FILE = "features.npz"
+PHRASES_FILE = "phrases.npz"
+PARTITION_FORMAT = "pmirs-fed-partition/1"
+
+# (photos) -> (pooled (n, 1280), ImageNet logits (n, 1000)) from the frozen image tower.
+ExtractFn = Callable[[Sequence[LabelledImage]], tuple[np.ndarray, np.ndarray]]
+# (phrases) -> raw text-tower embeddings (n, 384).
+EncodeFn = Callable[[Sequence[str]], np.ndarray]
+
+
+def partition_indices(
+    items: Sequence[LabelledImage], num_clients: int, scheme: str = "iid", alpha: float = 0.5, seed: int = 0
+) -> list[np.ndarray]:
+    """Assign every photo to exactly one client; returns each client's sorted item indices.
+
+    ``iid``: a uniform shuffle. ``domain``: client ``k`` holds photos of domain ``k % D`` only
+    (6 clients on 3 domains = two per domain), the realistic non-IID case of users who photograph
+    different things. ``dirichlet``: per class, client shares drawn from Dir(alpha) (label skew).
+
+    Raises:
+        FederatedError: unknown scheme, too few clients, or ``domain`` on a folder without domains.
+    """
+    if scheme not in PARTITION_SCHEMES:
+        raise FederatedError(f"unknown partition {scheme!r}; choose one of {', '.join(PARTITION_SCHEMES)}")
+    if num_clients < 1 or num_clients > len(items):
+        raise FederatedError(f"cannot split {len(items)} photos across {num_clients} clients")
+    rng = np.random.default_rng(seed)
+    owner = np.empty(len(items), dtype=int)
+    if scheme == "iid":
+        owner[rng.permutation(len(items))] = np.arange(len(items)) % num_clients
+    elif scheme == "domain":
+        domains = list(dict.fromkeys(item.domain for item in items))
+        if None in domains:
+            raise FederatedError("partition 'domain' needs a <root>/<domain>/<label>/ folder layout")
+        if num_clients < len(domains):
+            raise FederatedError(f"partition 'domain' needs at least {len(domains)} clients (one per domain)")
+        for d, domain in enumerate(domains):
+            clients = np.arange(d, num_clients, len(domains))
+            members = np.flatnonzero([item.domain == domain for item in items])
+            owner[rng.permutation(members)] = clients[np.arange(len(members)) % len(clients)]
+    else:
+        by_class: dict[tuple, list[int]] = defaultdict(list)
+        for index, item in enumerate(items):
+            by_class[(item.domain, item.label)].append(index)
+        for members in by_class.values():
+            shares = rng.dirichlet(np.full(num_clients, alpha))
+            cuts = (np.cumsum(shares)[:-1] * len(members)).astype(int)
+            for client, part in enumerate(np.split(rng.permutation(members), cuts)):
+                owner[part] = client
+    parts = [np.flatnonzero(owner == k) for k in range(num_clients)]
+    if any(len(p) == 0 for p in parts):
+        raise FederatedError(f"partition {scheme!r} left a client without photos; use fewer clients")
+    return parts
+
+
+@dataclass
+class ClientPartition:
+    """What one client holds: its own photos, frozen tower outputs and class-phrase embeddings."""
+
+    items: list[LabelledImage]
+    classes: list[str]  # the client's class names; labels index into this list
+    labels: np.ndarray  # (n,) class index of each photo
+    pooled: np.ndarray  # (n, 1280) pooled image-tower features
+    logits: np.ndarray  # (n, 1000) image-tower ImageNet logits (for ConSE)
+    phrase_emb: np.ndarray  # (p, 384) raw text-tower embeddings of the class phrases
+    phrase_owner: np.ndarray  # (p,) class index of each phrase, sorted
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def write_partition(
+    directory: str | Path,
+    items: Sequence[LabelledImage],
+    pooled: np.ndarray,
+    logits: np.ndarray,
+    synonyms: dict[str, list[str]],
+    encode_texts: EncodeFn,
+) -> Path:
+    """Write one client's store (photo list, tower outputs, phrase embeddings); returns the dir."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    classes = labels_of(list(items))
+    phrases, owner = [], []
+    for index, label in enumerate(classes):
+        mine = class_phrases(label, synonyms.get(label, ()))
+        phrases += mine
+        owner += [index] * len(mine)
+    listing = {
+        "format": PARTITION_FORMAT,
+        "classes": classes,
+        "items": [{"path": str(i.path), "label": i.label, "domain": i.domain} for i in items],
+    }
+    np.savez(directory / FEATURES_FILE, pooled=pooled.astype(np.float16), logits=logits.astype(np.float16))
+    np.savez(directory / PHRASES_FILE, embeddings=np.asarray(encode_texts(phrases), dtype=np.float32),
+             owner=np.asarray(owner))
+    (directory / PARTITION_FILE).write_text(json.dumps(listing, indent=1) + "\n")
+    return directory
+
+
+def prepare_partition(directory: str | Path, data_dir: str | Path, extract: ExtractFn, encode_texts: EncodeFn) -> Path:
+    """Build a client's store from its own photo folder, on the client's machine (real deployment).
+
+    The towers run here, once; federated rounds then only read the store.
+    """
+    items = scan_image_folder(data_dir)
+    pooled, logits = extract(items)
+    return write_partition(directory, items, pooled, logits, read_synonyms(data_dir), encode_texts)
+
+
+def load_partition(directory: str | Path) -> ClientPartition:
+    """Read a client's store; touches only files inside ``directory``.
+
+    Raises:
+        DatasetError: the directory is not a complete partition store.
+    """
+    directory = Path(directory)
+    try:
+        listing = json.loads((directory / PARTITION_FILE).read_text())
+        if listing.get("format") != PARTITION_FORMAT:
+            raise ValueError("unknown format")
+        features = np.load(directory / FEATURES_FILE)
+        phrases = np.load(directory / PHRASES_FILE)
+        pooled, logits = features["pooled"].astype(np.float32), features["logits"].astype(np.float32)
+        phrase_emb, phrase_owner = phrases["embeddings"].astype(np.float32), phrases["owner"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetError(f"not a federated partition store: {directory} ({exc})") from exc
+    classes = list(listing["classes"])
+    items = [LabelledImage(Path(i["path"]), i["label"], i.get("domain")) for i in listing["items"]]
+    index = {label: k for k, label in enumerate(classes)}
+    labels = np.asarray([index[i.label] for i in items])
+    if len(pooled) != len(items) or len(logits) != len(items):
+        raise DatasetError(f"partition store {directory} lists {len(items)} photos but holds {len(pooled)} features")
+    return ClientPartition(items, classes, labels, pooled, logits, phrase_emb, phrase_owner)
+
+
+def write_partitions(
+    out_root: str | Path,
+    items: Sequence[LabelledImage],
+    pooled: np.ndarray,
+    logits: np.ndarray,
+    parts: Sequence[np.ndarray],
+    synonyms: dict[str, list[str]],
+    encode_texts: EncodeFn,
+) -> list[Path]:
+    """Write ``client-<k>`` stores under ``out_root`` from features already extracted for ``items``.
+
+    A simulation shortcut: the features come from one shared cache instead of each client's
+    machine, but each store still holds only that client's photos and features.
+    """
+    memo: dict[str, np.ndarray] = {}
+
+    def encode_once(texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in memo]
+        if missing:
+            memo.update(zip(missing, np.asarray(encode_texts(missing)), strict=True))
+        return np.stack([memo[t] for t in texts])
+
+    dirs = []
+    for k, part in enumerate(parts):
+        dirs.append(write_partition(
+            Path(out_root) / client_dir_name(k), [items[i] for i in part], pooled[part], logits[part],
+            synonyms, encode_once,
+        ))
+    return dirs
+
+
+def client_dir_name(partition_id: int) -> str:
+    """Directory name of client ``partition_id`` under a partitions root."""
+    return f"client-{int(partition_id)}"
+
+
+def describe_partitions(dirs: Sequence[Path]) -> list[dict]:
+    """Per-client summary (photos, classes, domains) for manifests and logs."""
+    summary = []
+    for directory in dirs:
+        listing = json.loads((Path(directory) / PARTITION_FILE).read_text())
+        domains = sorted({str(i.get("domain")) for i in listing["items"]})
+        summary.append({"dir": str(directory), "photos": len(listing["items"]),
+                        "classes": len(listing["classes"]), "domains": domains})
+    return summary

@@ -1,0 +1,164 @@
+"""Flower ServerApp: reads the run config, runs the strategy, saves the aggregated heads.
+
+FedAvg by default, FedProx for non-IID clients; central DP wraps either with Flower's
+client-side fixed-clipping wrapper (clients clip with ``fixedclipping_mod``, the server adds
+Gaussian noise to the mean). SecAgg+ runs through Flower's ``SecAggPlusWorkflow``, which still
+drives the legacy strategy API in flwr 1.42, so that path uses the legacy FedAvg.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.strategy import FedAvg as LegacyFedAvg
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedProx, Strategy
+
+from federated import task
+
+# Called after every round (0 = the initial weights) with the global heads' state dict.
+RoundCallback = Callable[[int, dict[str, np.ndarray]], None]
+
+
+def create_strategy(settings: task.FederatedSettings) -> Strategy:
+    """The Message-API strategy the settings ask for (FedAvg/FedProx, optionally DP-wrapped)."""
+    common: dict[str, Any] = {
+        "fraction_train": settings.fraction_train,
+        "fraction_evaluate": settings.fraction_train,
+        "min_train_nodes": settings.min_nodes,
+        "min_evaluate_nodes": settings.min_nodes,
+        "min_available_nodes": settings.min_nodes,
+        "weighted_by_key": task.NUM_EXAMPLES_KEY,
+    }
+    if settings.strategy == "fedprox":
+        strategy: Strategy = FedProx(proximal_mu=settings.proximal_mu, **common)
+    else:
+        strategy = FedAvg(**common)
+    if settings.dp:
+        strategy = DifferentialPrivacyClientSideFixedClipping(
+            strategy, settings.dp_noise_multiplier, settings.dp_clipping_norm, num_sampled_clients=settings.min_nodes
+        )
+    return strategy
+
+
+class _RoundClock:
+    """Times rounds and forwards each round's global weights to an optional callback."""
+
+    def __init__(self, on_round: RoundCallback | None) -> None:
+        self.on_round, self.seconds, self._last = on_round, [], time.perf_counter()
+
+    def __call__(self, server_round: int, state: dict[str, np.ndarray]) -> None:
+        now = time.perf_counter()
+        if server_round > 0:
+            self.seconds.append(now - self._last)
+        if self.on_round is not None:
+            self.on_round(server_round, state)
+        self._last = time.perf_counter()
+
+
+def _run_message_api(grid: Grid, settings: task.FederatedSettings, initial: ArrayRecord,
+                     clock: _RoundClock) -> tuple[ArrayRecord, dict]:
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        clock(server_round, {k: v.numpy() for k, v in arrays.to_torch_state_dict().items()})
+        return None
+
+    result = create_strategy(settings).start(
+        grid=grid,
+        initial_arrays=initial,
+        num_rounds=settings.num_server_rounds,
+        train_config=ConfigRecord({}),
+        evaluate_fn=evaluate_fn,
+    )
+    history = {str(r): dict(m) for r, m in result.train_metrics_clientapp.items()}
+    return result.arrays, history
+
+
+def _run_secaggplus(grid: Grid, context: Context, settings: task.FederatedSettings, keys: list[str],
+                    initial: list[np.ndarray], clock: _RoundClock) -> tuple[list[np.ndarray], dict]:
+    history: dict[str, dict] = {}
+
+    def evaluate_fn(server_round: int, ndarrays: list[np.ndarray], _config: dict) -> None:
+        clock(server_round, dict(zip(keys, ndarrays, strict=True)))
+        return None
+
+    def fit_metrics(results: list[tuple[int, dict]]) -> dict:
+        total = sum(n for n, _ in results)
+        merged = {k: sum(n * m[k] for n, m in results) / total for k in results[0][1]} if results else {}
+        history[str(len(history) + 1)] = merged
+        return merged
+
+    strategy = LegacyFedAvg(
+        fraction_fit=settings.fraction_train, fraction_evaluate=0.0, min_fit_clients=settings.min_nodes,
+        min_available_clients=settings.min_nodes, initial_parameters=ndarrays_to_parameters(initial),
+        evaluate_fn=evaluate_fn, on_fit_config_fn=lambda rnd: {"server-round": rnd},
+        fit_metrics_aggregation_fn=fit_metrics,
+    )
+    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=settings.num_server_rounds),
+                           strategy=strategy)
+    workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
+        num_shares=task.secagg_count(settings.secagg_num_shares),
+        reconstruction_threshold=task.secagg_count(settings.secagg_reconstruction_threshold),
+        max_weight=settings.secagg_max_weight,
+    ))
+    workflow(grid, legacy)
+    final = legacy.state.array_records["parameters"]
+    return parameters_to_ndarrays(compat.arrayrecord_to_parameters(final, keep_input=True)), history
+
+
+def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
+               on_round: RoundCallback | None = None) -> dict:
+    """Run every round; save the aggregated heads when ``out-dir`` is set; returns the manifest."""
+    base = task.load_base(settings.heads_path)
+    heads = base.build()
+    clock = _RoundClock(on_round)
+    if settings.secagg:
+        keys = list(heads.state_dict())
+        final, history = _run_secaggplus(grid, context, settings, keys, task.get_weights(heads), clock)
+        task.set_weights(heads, final)
+    else:
+        arrays, history = _run_message_api(grid, settings, ArrayRecord(heads.state_dict()), clock)
+        heads.load_state_dict(arrays.to_torch_state_dict())
+    manifest = {
+        "rounds": settings.num_server_rounds,
+        "clients": settings.min_nodes,
+        "partition": settings.partition,
+        "strategy": settings.strategy,
+        "proximal_mu": settings.proximal_mu,
+        "local_epochs": settings.local_epochs,
+        "learning_rate": settings.learning_rate,
+        "dp": {"enabled": settings.dp, "noise_multiplier": settings.dp_noise_multiplier,
+               "clipping_norm": settings.dp_clipping_norm, "mode": "central, client-side fixed clipping"},
+        "secagg": settings.secagg,
+        "round_seconds": clock.seconds,
+        "train_metrics": history,
+    }
+    if settings.out_dir:
+        manifest["checkpoint"] = str(task.save_checkpoint(settings.out_dir, heads, base, manifest))
+    return manifest
+
+
+def create_server_app(overrides: Mapping[str, Any] | None = None, on_round: RoundCallback | None = None,
+                      on_done: Callable[[dict], None] | None = None) -> ServerApp:
+    """Build the ServerApp; ``overrides`` stand in for ``--run-config`` in in-process simulation."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        """Read the run config and run the federated fine-tuning."""
+        settings = task.FederatedSettings.from_config({**context.run_config, **(overrides or {})})
+        manifest = run_server(grid, context, settings, on_round)
+        if on_done is not None:
+            on_done(manifest)
+
+    return app
+
+
+app = create_server_app()

@@ -1,0 +1,193 @@
+"""Model, data, train and test for federated fine-tuning of the lite encoder's heads (no Flower).
+
+The towers stay frozen: a client trains only the zero-initialised residual heads
+(:class:`~middleware.encoder.heads.DualHeads`) on its cached tower outputs with the CLIP loss, via
+the one training loop in :mod:`middleware.encoder.training`. The ConSE class bank and the head
+shapes come from the base checkpoint, loaded at run time (never copied).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from federated.partition import ClientPartition
+from middleware.encoder.conse import conse_embed
+from middleware.encoder.heads import DualHeads, HeadsCheckpoint, load_heads, save_heads
+from middleware.encoder.loss import ClipLoss
+from middleware.encoder.training import PhraseBank, TrainConfig, TrainingExamples, train_epochs
+from pmirs.errors import FederatedError
+
+STRATEGIES = ("fedavg", "fedprox")
+NUM_EXAMPLES_KEY = "num-examples"  # FedAvg weights client updates by this metric
+
+
+@dataclass
+class FederatedSettings:
+    """Every knob of a federated run; the Flower run config uses the same names in kebab-case."""
+
+    num_server_rounds: int = 10  # federated rounds
+    local_epochs: int = 2  # client epochs per round over its own photos
+    batch_size: int = 256  # contrastive batch (in-batch negatives)
+    learning_rate: float = 1e-3  # client AdamW learning rate
+    anchor: float = 1e-2  # L2 pull of the residual heads toward zero (= the zero-shot base)
+    strategy: str = "fedavg"  # "fedavg" or "fedprox" (for non-IID clients)
+    proximal_mu: float = 0.0  # FedProx pull toward the round's global weights
+    fraction_train: float = 1.0  # share of connected clients sampled per round
+    min_nodes: int = 2  # wait for this many clients before a round starts
+    dp_noise_multiplier: float = 0.0  # > 0: central DP, Gaussian noise std = this x clip / clients
+    dp_clipping_norm: float = 0.5  # client-side L2 clip of each update (DP only)
+    secagg: bool = False  # SecAgg+: the server sees only the sum of the (masked) updates
+    secagg_num_shares: float = 1.0  # SecAgg+ shares per client: <= 1 a share of the clients, > 2 a count
+    secagg_reconstruction_threshold: float = 0.67  # SecAgg+ shares to unmask a dropout (same convention)
+    secagg_max_weight: int = 5000  # SecAgg+ bound on a client's example count (quantisation scale)
+    heads_path: str = ""  # base heads checkpoint ("" = the shipped default)
+    out_dir: str = ""  # where the aggregated checkpoint + manifest go ("" = not saved)
+    partitions_root: str = ""  # simulation: client k reads <root>/client-<k> (node config overrides)
+    partition: str = ""  # how the data was split (recorded in the manifest)
+    seed: int = 0  # client shuffling seed (mixed with round and partition id)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FederatedSettings:
+        """Parse a Flower run config (kebab-case keys) into settings, refusing unknown keys.
+
+        Raises:
+            FederatedError: unknown key, a value of the wrong type, or an invalid combination.
+        """
+        by_key = {f.name.replace("_", "-"): f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in config.items():
+            if key not in by_key:
+                raise FederatedError(f"unknown federated setting {key!r}")
+            kind = type(getattr(cls(), by_key[key].name))
+            try:
+                values[by_key[key].name] = _coerce(value, kind)
+            except (TypeError, ValueError) as exc:
+                raise FederatedError(f"setting {key!r}: {exc}") from exc
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def to_config(self) -> dict[str, Any]:
+        """The kebab-case run config Flower passes around (values are TOML scalars)."""
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+    def validate(self) -> None:
+        """Reject settings no run can use."""
+        if self.strategy not in STRATEGIES:
+            raise FederatedError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.num_server_rounds < 1 or self.local_epochs < 1 or self.batch_size < 2:
+            raise FederatedError("rounds and local epochs must be >= 1 and the batch size >= 2")
+        if self.dp_noise_multiplier < 0 or (self.dp_noise_multiplier > 0 and self.dp_clipping_norm <= 0):
+            raise FederatedError("DP needs a noise multiplier >= 0 and a positive clipping norm")
+        if self.secagg and self.dp_noise_multiplier > 0:
+            raise FederatedError("choose DP or SecAgg+ for a run, not both (not wired together yet)")
+        if self.secagg and not (0 < self.secagg_num_shares <= 1 or self.secagg_num_shares > 2):
+            raise FederatedError("SecAgg+ shares: a fraction in (0, 1] of the clients or a count > 2")
+        if self.secagg and not (0 < self.secagg_reconstruction_threshold <= 1
+                                or 1 < self.secagg_reconstruction_threshold < self.secagg_num_shares):
+            raise FederatedError("SecAgg+ threshold: a fraction in (0, 1] or a count below the number of shares")
+
+    @property
+    def dp(self) -> bool:
+        """Whether central DP (client-side clipping + server noise) is on."""
+        return self.dp_noise_multiplier > 0
+
+
+def secagg_count(value: float) -> int | float:
+    """Flower reads a SecAgg+ share setting as a count when it is an int, a fraction when a float."""
+    return int(value) if value > 1 and float(value).is_integer() else float(value)
+
+
+def _coerce(value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"expected true/false, got {value!r}")
+            return value.lower() == "true"
+        return bool(value)
+    return kind(value)
+
+
+def load_base(heads_path: str | Path | None = None) -> HeadsCheckpoint:
+    """The base heads checkpoint (config, weights, ConSE bank); ``""``/None = the shipped one."""
+    return load_heads(heads_path or None)
+
+
+def make_examples(partition: ClientPartition, base: HeadsCheckpoint) -> TrainingExamples:
+    """A client's training inputs: ConSE embeddings from its cached logits, its cached features."""
+    cfg = base.config
+    conse = conse_embed(partition.logits, base.class_bank, cfg.conse_top_k, cfg.conse_temperature)
+    return TrainingExamples(
+        conse=conse.astype(np.float32),
+        pooled=partition.pooled,
+        labels=partition.labels,
+        phrases=PhraseBank(partition.phrase_emb, partition.phrase_owner),
+    )
+
+
+def train(heads: DualHeads, data: TrainingExamples, settings: FederatedSettings, proximal_mu: float = 0.0,
+          seed: int = 0) -> dict[str, float]:
+    """Train the heads in place on one client's examples; returns metrics for the server."""
+    started = time.perf_counter()
+    config = TrainConfig(epochs=settings.local_epochs, batch_size=settings.batch_size, lr=settings.learning_rate,
+                         anchor=settings.anchor, proximal_mu=proximal_mu, seed=seed)
+    loss = train_epochs(heads, data, config)
+    return {"train-loss": float(loss), NUM_EXAMPLES_KEY: len(data), "train-seconds": time.perf_counter() - started}
+
+
+@torch.inference_mode()
+def test(heads: DualHeads, data: TrainingExamples, seed: int = 0) -> dict[str, float]:
+    """CLIP loss and top-1 accuracy of each photo against its client's class phrases."""
+    heads.eval()
+    rng = np.random.default_rng(seed)
+    image = heads.encode_image(torch.from_numpy(data.conse), torch.from_numpy(data.pooled))
+    text = heads.encode_text(torch.from_numpy(data.phrases.sample(data.labels, rng)))
+    loss = ClipLoss()(image, text, heads.logit_scale, torch.from_numpy(data.labels))
+    class_text = heads.encode_text(torch.from_numpy(class_means(data.phrases)))
+    top1 = (image @ class_text.T).argmax(dim=1).numpy() == data.labels
+    return {"eval-loss": float(loss), "eval-top1": float(top1.mean()), NUM_EXAMPLES_KEY: len(data)}
+
+
+def class_means(phrases: PhraseBank) -> np.ndarray:
+    """Mean phrase embedding per class (rows in class-index order)."""
+    classes = np.unique(phrases.owner)
+    return np.stack([phrases.embeddings[phrases.owner == c].mean(axis=0) for c in classes]).astype(np.float32)
+
+
+def get_weights(heads: DualHeads) -> list[np.ndarray]:
+    """The trainable state as numpy arrays, in state-dict order (what a round exchanges)."""
+    return [v.detach().cpu().numpy() for v in heads.state_dict().values()]
+
+
+def set_weights(heads: DualHeads, arrays: Sequence[np.ndarray]) -> None:
+    """Load arrays in state-dict order into the heads (shapes must match)."""
+    keys = list(heads.state_dict())
+    if len(keys) != len(arrays):
+        raise FederatedError(f"expected {len(keys)} weight arrays, got {len(arrays)}")
+    heads.load_state_dict({k: torch.from_numpy(np.asarray(a).copy()) for k, a in zip(keys, arrays, strict=True)})
+
+
+def save_checkpoint(out_dir: str | Path, heads: DualHeads, base: HeadsCheckpoint, manifest: dict) -> Path:
+    """Save the aggregated heads as a versioned checkpoint ``load_heads`` reads, plus a manifest.
+
+    The manifest also rides inside the checkpoint (``config.extra["federated"]``), so the file
+    alone says how it was trained. Returns the checkpoint path ``<out_dir>/fed-heads-<version>.pt``.
+    """
+    out_dir = Path(out_dir)
+    heads.config.extra = {**heads.config.extra, "federated": manifest, "base_version": base.version}
+    staging = out_dir / "fed-heads.pt.staging"
+    version = save_heads(staging, heads, base.class_bank)
+    path = out_dir / f"fed-heads-{version}.pt"
+    staging.replace(path)
+    record = {"checkpoint": path.name, "version": version, "base_version": base.version, **manifest}
+    path.with_suffix(".json").write_text(json.dumps(record, indent=2, default=float) + "\n")
+    (out_dir / "latest.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
+    return path

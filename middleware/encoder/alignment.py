@@ -1,0 +1,191 @@
+"""`pmirs train-heads`: align the heads on the pretraining pool, checked on held-out classes.
+
+Steps: cache frozen tower features of ``<data>/pretrain``; tune ConSE's top-k and temperature on
+the pretrain pool (no benchmark class is ever looked at); hold out a share of the pretrain
+classes; train the residual heads on the rest with the CLIP loss, scoring the held-out classes
+after every epoch; keep the epoch count that helps unseen classes most (zero if none does), then
+retrain on all pretrain classes for that many epochs and ship the result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.paper_protocol import run_paper_protocol
+from benchmarks.retrieval_metrics import text_to_image
+from middleware.datasets import read_synonyms
+from middleware.encoder.conse import conse_embed
+from middleware.encoder.features import split_features
+from middleware.encoder.heads import DualHeads, HeadsConfig, load_heads, save_heads
+from middleware.encoder.preprocess import images_to_array
+from middleware.encoder.towers import ImageTower, TextTower
+from middleware.encoder.training import TrainConfig, TrainingExamples, build_phrase_bank, train_epochs
+
+CONSE_GRID = {"conse_top_k": (1, 3, 5, 10, 20), "conse_temperature": (0.5, 1.0, 2.0)}
+
+
+@dataclass
+class AlignmentReport:
+    """What train-heads measured, saved beside the checkpoint."""
+
+    trained_on: str
+    conse: dict
+    heldout_classes: list[str]
+    heldout_curve: list[dict] = field(default_factory=list)  # per epoch: loss, f1@10, t2i_map
+    chosen_epochs: int = 0
+    checkpoint_version: str = ""
+
+
+class _Memo:
+    """Text-tower embeddings memoised by phrase (the protocol re-uses phrases across draws)."""
+
+    def __init__(self, encode: Callable[[Sequence[str]], np.ndarray]) -> None:
+        self.encode, self.cache = encode, {}
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            self.cache.update(zip(missing, self.encode(missing), strict=True))
+        return np.stack([self.cache[t] for t in texts]).astype(np.float32)
+
+
+def score_split(
+    image_emb: np.ndarray, labels: Sequence[str], encode_texts: Callable[[Sequence[str]], np.ndarray], draws: int = 3
+) -> dict[str, float]:
+    """Paper F1 at N=5 and N=10 and text->image mAP on one pool of labelled embeddings."""
+    label_array = np.asarray(labels)
+    classes = sorted(set(labels))
+    by_label = {c: image_emb[label_array == c] for c in classes}
+    paper = run_paper_protocol(by_label, encode_texts, n_values=(5, 10), draws=draws, seed=0)
+    queries = encode_texts([f"a photo of a {c}" for c in classes])
+    index = np.asarray([classes.index(label) for label in labels])
+    t2i = text_to_image(queries, np.arange(len(classes)), image_emb, index)
+    return {"f1@5": paper["5"]["f1"], "f1@10": paper["10"]["f1"], "t2i_map": t2i["t2i_map"]}
+
+
+def _embedder(heads: DualHeads, memo: _Memo) -> Callable[[Sequence[str]], np.ndarray]:
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        with torch.inference_mode():
+            return heads.encode_text(torch.from_numpy(memo(texts))).numpy()
+
+    return encode
+
+
+def _image_embeddings(heads: DualHeads, conse: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return heads.encode_image(torch.from_numpy(conse), torch.from_numpy(pooled)).numpy()
+
+
+def tune_conse(
+    logits: np.ndarray, labels: Sequence[str], bank: np.ndarray, memo: _Memo, config: HeadsConfig
+) -> tuple[HeadsConfig, list[dict]]:
+    """Grid-search ConSE's top-k and temperature on the pretrain pool by mean of F1@10 and mAP."""
+    identity = _embedder(DualHeads(config).eval(), memo)
+    trials = []
+    for top_k in CONSE_GRID["conse_top_k"]:
+        for temperature in CONSE_GRID["conse_temperature"]:
+            emb = conse_embed(logits, bank, top_k, temperature).astype(np.float32)
+            scores = score_split(emb, labels, identity, draws=2)
+            trials.append({"conse_top_k": top_k, "conse_temperature": temperature, **scores})
+    best = max(trials, key=lambda t: t["f1@10"] + t["t2i_map"])
+    return replace(config, conse_top_k=best["conse_top_k"], conse_temperature=best["conse_temperature"]), trials
+
+
+def train_heads_on_pretrain(
+    data_root: str | Path,
+    out: str | Path,
+    cache_dir: str | Path = "cache/features",
+    per_class: int | None = 100,
+    holdout_fraction: float = 0.25,
+    train_config: TrainConfig | None = None,
+    tune: bool = True,
+    seed: int = 0,
+) -> AlignmentReport:
+    """Run the whole alignment recipe and write ``out`` (+ ``.json`` report and ``.png`` curve)."""
+    data_root, out = Path(data_root), Path(out)
+    train_config = train_config or TrainConfig(seed=seed)
+    base = load_heads()  # the class bank (1000 ImageNet names embedded) is reused from the shipped file
+    image_tower, text_tower = ImageTower(), TextTower()
+    config = replace(base.config, extra={})
+
+    def extract(images: list) -> np.ndarray:
+        return image_tower.features(images_to_array(images, config.image_size))[0]
+
+    items, pooled = split_features(data_root, "pretrain", extract, cache_dir, config.image_size, per_class)
+    labels = [item.label for item in items]
+    logits = image_tower.logits_from_pooled(pooled)
+    memo = _Memo(text_tower.encode)
+    conse_trials: list[dict] = []
+    if tune:
+        config, conse_trials = tune_conse(logits, labels, base.class_bank, memo, config)
+    conse = conse_embed(logits, base.class_bank, config.conse_top_k, config.conse_temperature).astype(np.float32)
+
+    classes = sorted(set(labels))
+    rng = np.random.default_rng(seed)
+    heldout = sorted(rng.choice(classes, size=max(1, round(holdout_fraction * len(classes))), replace=False))
+    is_heldout = np.isin(labels, heldout)
+    synonyms = read_synonyms(data_root)
+    report = AlignmentReport(
+        trained_on=f"{data_root.name}/pretrain: {len(classes)} classes, {len(items)} photos "
+        f"({per_class or 'all'} per class); benchmark domains never seen",
+        conse={"chosen": {"top_k": config.conse_top_k, "temperature": config.conse_temperature},
+               "trials": conse_trials},
+        heldout_classes=[str(c) for c in heldout],
+    )
+
+    def fit(mask: np.ndarray, epochs: int, on_epoch: Callable[[int, float, DualHeads], None] | None) -> DualHeads:
+        fit_classes = sorted(set(np.asarray(labels)[mask]))
+        phrases = build_phrase_bank(fit_classes, synonyms, memo)
+        index = np.asarray([fit_classes.index(label) for label in np.asarray(labels)[mask]])
+        data = TrainingExamples(conse[mask], pooled[mask], index, phrases)
+        heads = DualHeads(config)
+        callback = (lambda epoch, loss: on_epoch(epoch + 1, loss, heads)) if on_epoch else None
+        train_epochs(heads, data, replace(train_config, epochs=epochs, history=[]), callback)
+        return heads
+
+    def evaluate(epoch: int, loss: float, heads: DualHeads) -> None:
+        emb = _image_embeddings(heads, conse[is_heldout], pooled[is_heldout])
+        scores = score_split(emb, np.asarray(labels)[is_heldout].tolist(), _embedder(heads, memo))
+        report.heldout_curve.append({"epoch": epoch, "loss": loss, **scores})
+        print(f"epoch {epoch:2d}  loss {loss:.4f}  held-out F1@10 {scores['f1@10']:.3f}  mAP {scores['t2i_map']:.3f}")
+
+    evaluate(0, float("nan"), DualHeads(config).eval())
+    fit(~is_heldout, train_config.epochs, evaluate)
+    best = max(report.heldout_curve, key=lambda r: r["f1@10"] + r["t2i_map"])
+    report.chosen_epochs = int(best["epoch"])
+    final = fit(np.ones(len(labels), dtype=bool), report.chosen_epochs, None) if report.chosen_epochs else None
+    heads = (final or DualHeads(config)).eval()
+    heads.config.extra = {"trained_on": report.trained_on, "epochs": report.chosen_epochs}
+    report.checkpoint_version = save_heads(out, heads, base.class_bank)
+    out.with_suffix(".json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    _plot_curve(report, out.with_suffix(".png"))
+    return report
+
+
+def _plot_curve(report: AlignmentReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in report.heldout_curve]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(epochs, [r["f1@10"] for r in report.heldout_curve], marker="o", label="held-out F1@N=10")
+    ax.plot(epochs, [r["t2i_map"] for r in report.heldout_curve], marker="s", label="held-out t2i mAP")
+    ax2 = ax.twinx()
+    ax2.plot(epochs[1:], [r["loss"] for r in report.heldout_curve[1:]], color="gray", ls="--", label="train loss")
+    ax.axvline(report.chosen_epochs, color="green", alpha=0.4, label="chosen")
+    ax.set_xlabel("epoch (0 = ConSE zero-shot base)")
+    ax.set_ylabel("score on held-out pretrain classes")
+    ax2.set_ylabel("CLIP loss")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("train-heads: held-out classes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

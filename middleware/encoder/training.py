@@ -1,0 +1,122 @@
+"""Contrastive alignment of the heads on cached features (no Flower, no I/O: reused by federated/).
+
+A training example is (cached pooled features of a photo, MiniLM embedding of one phrase of its
+class). Phrases come from the paper's ten templates and the class synonyms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from benchmarks.paper_protocol import PAPER_TEMPLATES
+from middleware.encoder.heads import DualHeads
+from middleware.encoder.loss import ClipLoss
+
+
+@dataclass
+class PhraseBank:
+    """Every phrase of every class, embedded once by the frozen text tower."""
+
+    embeddings: np.ndarray  # (n_phrases, text_dim)
+    owner: np.ndarray  # (n_phrases,) class index of each phrase
+
+    def sample(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One random phrase embedding for each class index in ``classes``."""
+        starts = np.searchsorted(self.owner, classes, side="left")
+        ends = np.searchsorted(self.owner, classes, side="right")
+        picks = starts + (rng.random(len(classes)) * (ends - starts)).astype(int)
+        return self.embeddings[picks]
+
+
+def class_phrases(label: str, synonyms: Sequence[str] = (), templates: Sequence[str] = PAPER_TEMPLATES) -> list[str]:
+    """All training phrases of one class: each template with the label and each synonym."""
+    names = list(dict.fromkeys([label, *synonyms]))
+    return [t.format(name) for name in names for t in templates]
+
+
+def build_phrase_bank(
+    classes: Sequence[str],
+    synonyms: dict[str, list[str]],
+    encode_texts: Callable[[Sequence[str]], np.ndarray],
+    templates: Sequence[str] = PAPER_TEMPLATES,
+) -> PhraseBank:
+    """Embed the phrases of ``classes`` (index order) with the frozen text tower."""
+    phrases, owner = [], []
+    for index, label in enumerate(classes):
+        mine = class_phrases(label, synonyms.get(label, ()), templates)
+        phrases += mine
+        owner += [index] * len(mine)
+    return PhraseBank(np.asarray(encode_texts(phrases), dtype=np.float32), np.asarray(owner))
+
+
+@dataclass
+class TrainingExamples:
+    """A client's or a trainer's cached inputs: ConSE embeddings, pooled features, class ids."""
+
+    conse: np.ndarray  # (n, dim) ConSE image embeddings (frozen)
+    pooled: np.ndarray  # (n, 1280) pooled tower features (frozen)
+    labels: np.ndarray  # (n,) class index into the phrase bank
+    phrases: PhraseBank
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser settings; the defaults are what the shipped heads were trained with."""
+
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    anchor: float = 1e-2  # L2 pull of the residual weights toward zero (= toward ConSE)
+    proximal_mu: float = 0.0  # FedProx: pull toward the round's global weights
+    seed: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+def train_epochs(
+    heads: DualHeads,
+    data: TrainingExamples,
+    config: TrainConfig,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> float:
+    """Train ``heads`` in place; returns the mean loss of the last epoch."""
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    loss_fn = ClipLoss()
+    optimiser = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=0.0)
+    global_params = [p.detach().clone() for p in heads.parameters()] if config.proximal_mu else None
+    conse = torch.from_numpy(np.asarray(data.conse, dtype=np.float32))
+    pooled = torch.from_numpy(np.asarray(data.pooled, dtype=np.float32))
+    heads.train()
+    epoch_loss = float("nan")
+    for epoch in range(config.epochs):
+        order = rng.permutation(len(data))
+        losses = []
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            labels = data.labels[idx]
+            text = torch.from_numpy(data.phrases.sample(labels, rng))
+            image_emb = heads.encode_image(conse[idx], pooled[idx])
+            text_emb = heads.encode_text(text)
+            loss = loss_fn(image_emb, text_emb, heads.logit_scale, torch.from_numpy(labels))
+            total = loss + config.anchor * heads.residual_norm()
+            if global_params is not None:
+                total = total + config.proximal_mu / 2 * sum(
+                    ((p - g) ** 2).sum() for p, g in zip(heads.parameters(), global_params, strict=True)
+                )
+            optimiser.zero_grad()
+            total.backward()
+            optimiser.step()
+            losses.append(float(loss))
+        epoch_loss = float(np.mean(losses))
+        config.history.append(epoch_loss)
+        if on_epoch is not None:
+            on_epoch(epoch, epoch_loss)
+    heads.eval()
+    return epoch_loss

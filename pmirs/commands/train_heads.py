@@ -1,0 +1,35 @@
+"""``pmirs train-heads``: align the lite encoder's heads on the pretraining pool."""
+
+from __future__ import annotations
+
+import argparse
+
+from middleware.encoder.heads import DEFAULT_HEADS_PATH
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train-heads", help="train the lite encoder's heads on <data>/pretrain")
+    parser.add_argument("--data", required=True, help="dataset root with pretrain/<label>/* (and classes.csv)")
+    parser.add_argument("--out", default=str(DEFAULT_HEADS_PATH), help="checkpoint to write")
+    parser.add_argument("--feature-cache", default="cache/features")
+    parser.add_argument("--per-class", type=int, default=100, help="photos per class (0 = all)")
+    parser.add_argument("--holdout", type=float, default=0.25, help="share of classes held out to check transfer")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--anchor", type=float, default=1e-2, help="L2 pull of the heads toward ConSE")
+    parser.add_argument("--no-tune", action="store_true", help="keep ConSE's top-k/temperature as they are")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from middleware.encoder.alignment import train_heads_on_pretrain
+    from middleware.encoder.training import TrainConfig
+
+    report = train_heads_on_pretrain(
+        args.data, args.out, args.feature_cache, args.per_class or None, args.holdout,
+        TrainConfig(epochs=args.epochs, lr=args.lr, anchor=args.anchor, seed=args.seed),
+        tune=not args.no_tune, seed=args.seed,
+    )
+    print(f"chose {report.chosen_epochs} epochs; wrote {args.out} (version {report.checkpoint_version})")
+    return 0

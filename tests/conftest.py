@@ -1,0 +1,35 @@
+"""Suite-wide setup: offline/no-telemetry environment and the shared real encoder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "ANONYMIZED_TELEMETRY": "False",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_DIR = REPO_ROOT / "data" / "demo"
+
+
+@pytest.fixture(scope="session")
+def lite_encoder():
+    """The real default encoder (frozen towers + shipped heads), loaded once per test session."""
+    from middleware.encoder import create_encoder
+
+    return create_encoder("lite")
+
+
+@pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    """The demo collection shipped in the repo (<domain>/<label>/<label>.jpg)."""
+    return DEMO_DIR

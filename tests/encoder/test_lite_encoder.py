@@ -1,0 +1,96 @@
+"""The default lite encoder on real photos: shape, normalisation, determinism, semantics, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from middleware.datasets import open_image
+from middleware.encoder import create_encoder
+from middleware.encoder.heads import load_heads
+from middleware.encoder.towers import ImageTower, TextTower
+from pmirs.errors import ModelUnavailableError
+
+pytestmark = pytest.mark.slow
+
+
+def _photo(demo_dir: Path, domain: str, label: str) -> Image.Image:
+    folder = label.replace(" ", "_")
+    return open_image(demo_dir / domain / folder / f"{folder}.jpg")
+
+
+def test_outputs_are_unit_norm_float32_of_one_dim(lite_encoder, demo_dir):
+    texts = lite_encoder.encode_texts(["a photo of a zebra", "a bowl of guacamole", "a school bus"])
+    images = lite_encoder.encode_images([_photo(demo_dir, "mammals", "lion"), _photo(demo_dir, "food", "pizza")])
+    assert texts.shape == (3, lite_encoder.dim) and images.shape == (2, lite_encoder.dim)
+    assert texts.dtype == np.float32 and images.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1.0, atol=1e-5)
+
+
+def test_encoding_is_deterministic_and_batch_independent(lite_encoder, demo_dir):
+    photos = [_photo(demo_dir, "vehicles", "school bus"), _photo(demo_dir, "mammals", "lion")]
+    together = lite_encoder.encode_images(photos, batch_size=2)
+    one_by_one = np.concatenate([lite_encoder.encode_images([p], batch_size=1) for p in photos])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    np.testing.assert_array_equal(lite_encoder.encode_texts(["a zebra"]), lite_encoder.encode_texts(["a zebra"]))
+
+
+def test_grayscale_and_odd_sizes_are_accepted(lite_encoder, demo_dir):
+    gray = _photo(demo_dir, "mammals", "lion").convert("L").resize((37, 91))
+    rgba = _photo(demo_dir, "food", "pizza").convert("RGBA")
+    out = lite_encoder.encode_images([gray, rgba])
+    assert out.shape == (2, lite_encoder.dim) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    ("domain", "label", "wrong"),
+    [("mammals", "lion", "school bus"), ("food", "pizza", "lion"), ("vehicles", "school bus", "banana")],
+)
+def test_right_phrase_scores_higher_than_wrong_one(lite_encoder, demo_dir, domain, label, wrong):
+    image = lite_encoder.encode_images([_photo(demo_dir, domain, label)])[0]
+    right_text, wrong_text = lite_encoder.encode_texts([f"a photo of a {label}", f"a photo of a {wrong}"])
+    assert image @ right_text > image @ wrong_text + 0.05
+
+
+def test_empty_inputs_give_empty_arrays(lite_encoder):
+    assert lite_encoder.encode_texts([]).shape == (0, lite_encoder.dim)
+    assert lite_encoder.encode_images([]).shape == (0, lite_encoder.dim)
+
+
+def test_version_names_the_heads(lite_encoder):
+    assert lite_encoder.version == f"lite-{load_heads().version}"
+
+
+def test_missing_heads_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelUnavailableError, match="heads not found"):
+        create_encoder("lite", heads_path=tmp_path / "nope.pt")
+
+
+def test_corrupt_heads_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelUnavailableError, match="not a PMIRS heads checkpoint"):
+        load_heads(bad)
+
+
+def test_missing_tower_weights_are_a_clear_error(tmp_path):
+    with pytest.raises(ModelUnavailableError, match="weights not found"):
+        ImageTower(weights_path=tmp_path / "missing.pth")
+    with pytest.raises(ModelUnavailableError, match="text tower model directory"):
+        TextTower(model_dir=tmp_path)
+
+
+def test_corrupt_tower_weights_are_a_clear_error(tmp_path):
+    bad = tmp_path / "weights.pth"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelUnavailableError, match="cannot load image tower weights"):
+        ImageTower(weights_path=bad)
+
+
+def test_unknown_encoder_spec_is_a_clear_error():
+    with pytest.raises(ModelUnavailableError, match="unknown encoder"):
+        create_encoder("resnet-9000")
