@@ -121,6 +121,7 @@ def build_prompt(
     n_ctx: int,
     max_tokens: int,
     history_tokens: int = 512,
+    system_prompt: str = SYSTEM_PROMPT,
 ) -> Prompt:
     """Fit system prompt, question, recent turns and the best items into ``n_ctx - max_tokens``.
 
@@ -131,7 +132,7 @@ def build_prompt(
     """
     ranked = sorted(items, key=lambda it: it.score, reverse=True)
     fixed = (
-        count_tokens(SYSTEM_PROMPT)
+        count_tokens(system_prompt)
         + count_tokens(user_message(question, []))
         + 2 * _MESSAGE_OVERHEAD
         + max_tokens
@@ -157,7 +158,7 @@ def build_prompt(
         lines[-1] = _truncate_item(len(lines), last, budget, count_tokens)
         truncated = True
     used = ranked[: len(lines)]
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    messages = [{"role": "system", "content": system_prompt}]
     messages += turns_to_messages(kept_turns)
     messages.append({"role": "user", "content": user_message(question, lines)})
     accounting = {"fixed": fixed, "history": history_cost, "context_budget": budget}
@@ -199,6 +200,11 @@ def cite(answer: str, items: Sequence[ContextItem]) -> tuple[list[ContextItem], 
     return ([items[best]], True) if overlaps[best] else ([], False)
 
 
+def is_refusal(answer: str) -> bool:
+    """Whether a model answer says it doesn't know / cannot find or tell (a bot may hand off then)."""
+    return bool(_REFUSAL.search(answer))
+
+
 def _content_words(text: str) -> set[str]:
     """Lower-cased words of 3+ letters that are not stopwords, for overlap between answer and item."""
     return {w for w in re.findall(r"[a-z0-9]{3,}", text.lower()) if w not in STOPWORDS}
@@ -212,12 +218,17 @@ class GroundedChat:
         threshold: minimum retrieval score for an item to be used at all; tune it per retriever
             (cosine scores of different encoders live on different scales).
         history_tokens: most tokens of earlier turns replayed to the model.
+        system_prompt: the rules given to the model; a bot with a persona (e.g. a shop assistant)
+            replaces it but should keep the "only the numbered context, cite [n]" rules.
     """
 
-    def __init__(self, llm: ChatLLM, threshold: float = 0.3, history_tokens: int = 512) -> None:
+    def __init__(
+        self, llm: ChatLLM, threshold: float = 0.3, history_tokens: int = 512, system_prompt: str = SYSTEM_PROMPT
+    ) -> None:
         self.llm = llm
         self.threshold = threshold
         self.history_tokens = history_tokens
+        self.system_prompt = system_prompt
 
     def relevant(self, items: Sequence[ContextItem]) -> list[ContextItem]:
         """Items at or above the threshold, best first."""
@@ -234,6 +245,7 @@ class GroundedChat:
             n_ctx=self.llm.n_ctx,
             max_tokens=self.llm.max_tokens,
             history_tokens=self.history_tokens,
+            system_prompt=self.system_prompt,
         )
 
     def answer(

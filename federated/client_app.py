@@ -77,7 +77,7 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             task.set_weights(heads, parameters_to_ndarrays(fitins.parameters))
             config = fitins.config
         else:
-            heads.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+            task.load_exchange_state(heads, msg.content["arrays"].to_torch_state_dict())
             config = msg.content["config"]
         metrics = task.train(
             heads, data, settings, proximal_mu=float(config.get("proximal-mu", 0.0)),
@@ -87,14 +87,14 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(task.get_weights(heads)),
                             len(data), metrics)
             return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
-        content = RecordDict({"arrays": ArrayRecord(heads.state_dict()), "metrics": MetricRecord(metrics)})
+        content = RecordDict({"arrays": ArrayRecord(task.exchange_state(heads)), "metrics": MetricRecord(metrics)})
         return Message(content, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         """Score the global weights on local photos (loss, top-1 against local class phrases)."""
         settings, heads, data = prepare(context)
-        heads.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        task.load_exchange_state(heads, msg.content["arrays"].to_torch_state_dict())
         metrics = task.test(heads, data, seed=settings.seed)
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 

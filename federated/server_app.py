@@ -24,7 +24,8 @@ from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, 
 
 from federated import task
 
-# Called after every round (0 = the initial weights) with the global heads' state dict.
+# Called after every round (0 = the initial weights) with the global heads' exchanged state
+# (load it with ``task.load_exchange_state``).
 RoundCallback = Callable[[int, dict[str, np.ndarray]], None]
 
 
@@ -67,7 +68,7 @@ class _RoundClock:
 def _run_message_api(grid: Grid, settings: task.FederatedSettings, initial: ArrayRecord,
                      clock: _RoundClock) -> tuple[ArrayRecord, dict]:
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        clock(server_round, {k: v.numpy() for k, v in arrays.to_torch_state_dict().items()})
+        clock(server_round, dict(zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True)))
         return None
 
     result = create_strategy(settings).start(
@@ -124,8 +125,8 @@ def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
         final, history = _run_secaggplus(grid, context, settings, keys, task.get_weights(heads), clock)
         task.set_weights(heads, final)
     else:
-        arrays, history = _run_message_api(grid, settings, ArrayRecord(heads.state_dict()), clock)
-        heads.load_state_dict(arrays.to_torch_state_dict())
+        arrays, history = _run_message_api(grid, settings, ArrayRecord(task.exchange_state(heads)), clock)
+        task.load_exchange_state(heads, arrays.to_torch_state_dict())
     manifest = {
         "rounds": settings.num_server_rounds,
         "clients": settings.min_nodes,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -162,9 +162,27 @@ def class_means(phrases: PhraseBank) -> np.ndarray:
     return np.stack([phrases.embeddings[phrases.owner == c].mean(axis=0) for c in classes]).astype(np.float32)
 
 
+def exchange_state(heads: DualHeads) -> dict[str, torch.Tensor]:
+    """The state dict as it travels: scalars as shape-(1,) arrays.
+
+    Flower's client-side clipping (flwr 1.42 ``compute_clip_model_update``) silently skips 0-d
+    arrays, which would leave the learnable temperature unclipped in DP rounds.
+    """
+    return {k: v.detach().reshape(1) if v.dim() == 0 else v.detach() for k, v in heads.state_dict().items()}
+
+
+def load_exchange_state(heads: DualHeads, state: Mapping[str, Any]) -> None:
+    """Load an exchanged state (torch tensors or numpy arrays) back into the heads' own shapes."""
+    own = heads.state_dict()
+    if list(state) != list(own):
+        raise FederatedError(f"weights do not fit the heads: got keys {list(state)}")
+    tensors = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v)) for k, v in state.items()}
+    heads.load_state_dict({k: tensors[k].reshape(own[k].shape) for k in own})
+
+
 def get_weights(heads: DualHeads) -> list[np.ndarray]:
     """The trainable state as numpy arrays, in state-dict order (what a round exchanges)."""
-    return [v.detach().cpu().numpy() for v in heads.state_dict().values()]
+    return [v.cpu().numpy().copy() for v in exchange_state(heads).values()]
 
 
 def set_weights(heads: DualHeads, arrays: Sequence[np.ndarray]) -> None:
@@ -172,7 +190,7 @@ def set_weights(heads: DualHeads, arrays: Sequence[np.ndarray]) -> None:
     keys = list(heads.state_dict())
     if len(keys) != len(arrays):
         raise FederatedError(f"expected {len(keys)} weight arrays, got {len(arrays)}")
-    heads.load_state_dict({k: torch.from_numpy(np.asarray(a).copy()) for k, a in zip(keys, arrays, strict=True)})
+    load_exchange_state(heads, dict(zip(keys, arrays, strict=True)))
 
 
 def save_checkpoint(out_dir: str | Path, heads: DualHeads, base: HeadsCheckpoint, manifest: dict) -> Path:
@@ -182,9 +200,11 @@ def save_checkpoint(out_dir: str | Path, heads: DualHeads, base: HeadsCheckpoint
     alone says how it was trained. Returns the checkpoint path ``<out_dir>/fed-heads-<version>.pt``.
     """
     out_dir = Path(out_dir)
-    heads.config.extra = {**heads.config.extra, "federated": manifest, "base_version": base.version}
+    config = replace(heads.config, extra={**heads.config.extra, "federated": manifest, "base_version": base.version})
+    trained = DualHeads(config)
+    trained.load_state_dict(heads.state_dict())
     staging = out_dir / "fed-heads.pt.staging"
-    version = save_heads(staging, heads, base.class_bank)
+    version = save_heads(staging, trained, base.class_bank)
     path = out_dir / f"fed-heads-{version}.pt"
     staging.replace(path)
     record = {"checkpoint": path.name, "version": version, "base_version": base.version, **manifest}

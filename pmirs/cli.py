@@ -1,8 +1,10 @@
 """The ``pmirs`` command line: discovers subcommands in :mod:`pmirs.commands`.
 
-Each module in ``pmirs/commands/`` exposes ``register(subparsers)`` which adds its subcommand(s)
-and sets ``func`` (a callable taking the parsed ``argparse.Namespace`` and returning an exit code).
-Only the CLI reads environment variables; library code takes parameters.
+Each module in ``pmirs/commands/`` is named after its command (``train-heads`` -> ``train_heads.py``)
+and exposes ``register(subparsers)``, which adds the subcommand and sets ``func`` (a callable taking
+the parsed ``argparse.Namespace`` and returning an exit code). Only the module of the command being
+run is imported, so ``pmirs serve`` never pays for torch. Only the CLI reads environment variables;
+library code takes parameters.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ _OFFLINE_ENV = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the parser with every subcommand module registered, in name order."""
-    parser = argparse.ArgumentParser(prog="pmirs", description=__doc__.splitlines()[0])
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Build the parser: only the named command's module, or all of them for help and errors."""
+    parser = argparse.ArgumentParser(prog="pmirs", description="PMIRS: private multimodal retrieval for chatbots.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(pmirs.commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"pmirs.commands.{info.name}")
-        module.register(sub)
+    names = sorted(info.name for info in pkgutil.iter_modules(pmirs.commands.__path__))
+    chosen = next((arg for arg in (argv or []) if not arg.startswith("-")), "").replace("-", "_")
+    for name in [chosen] if chosen in names else names:
+        importlib.import_module(f"pmirs.commands.{name}").register(sub)
     return parser
 
 
@@ -40,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     for key, value in _OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except PMIRSError as exc:

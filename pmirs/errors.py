@@ -65,3 +65,7 @@ class KeystoreError(PMIRSError):
 
 class FederatedError(PMIRSError):
     """A federated run is misconfigured (settings, partitions) or a Flower run failed."""
+
+
+class UploadRejectedError(PMIRSError):
+    """A file uploaded to the UI was refused before use: too large, or not a JPEG/PNG image."""

@@ -159,6 +159,8 @@ class VectorStore:
         self._path = Path(data_dir) / REGISTRY_FILE
         self._lock = threading.RLock()
         self._registry: dict[str, CollectionInfo] = self._read_registry()
+        # Chroma collection handles by Chroma name: looking one up costs a sysdb round trip per request.
+        self._handles: dict[str, Any] = {}
 
     # -- registry ---------------------------------------------------------------------------
     def _read_registry(self) -> dict[str, CollectionInfo]:
@@ -184,11 +186,14 @@ class VectorStore:
         if staging and info.staging_version is None:
             raise ConflictError("no re-keying in progress for this collection")
         version = info.staging_version if staging else info.version
-        return self._client.get_or_create_collection(
-            chroma_name(info.tenant, info.name, version),
-            embedding_function=None,
-            configuration={"hnsw": {"space": "cosine"}},
-        )
+        name = chroma_name(info.tenant, info.name, version)
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._client.get_or_create_collection(
+                name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
+            )
+            self._handles[name] = handle
+        return handle
 
     # -- collections ------------------------------------------------------------------------
     def create_collection(self, tenant: str, name: str, dim: int, key_version: int) -> CollectionInfo:
@@ -231,6 +236,7 @@ class VectorStore:
             self._save_registry()
 
     def _drop(self, chroma: str) -> None:
+        self._handles.pop(chroma, None)
         # Already gone is fine; Chroma's error types differ between the embedded and HTTP clients.
         with contextlib.suppress(Exception):
             self._client.delete_collection(chroma)
@@ -300,12 +306,9 @@ class VectorStore:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape[0] != info.dim or not np.isfinite(vector).all():
             raise RequestError(f"query vector must be finite with dimension {info.dim}")
-        collection = self._chroma(info)
-        n = min(int(k), collection.count())
-        if n <= 0:
-            return []
-        res = collection.query(
-            query_embeddings=vector[None, :], n_results=n, where=translate_where(where) if where else None,
+        # No count() first: Chroma returns fewer (or no) results when k exceeds the collection size.
+        res = self._chroma(info).query(
+            query_embeddings=vector[None, :], n_results=int(k), where=translate_where(where) if where else None,
             include=["documents", "metadatas", "distances"],
         )
         return [

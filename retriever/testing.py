@@ -12,11 +12,13 @@ Every process started here is stopped by ``stop()`` / the context manager (termi
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -65,13 +67,15 @@ class ServiceProcess:
 
     def __init__(self, data_dir: Path, *, port: int | None = None, chroma_host: str | None = None,
                  chroma_port: int | None = None, allow_plain: bool = False,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, env: Mapping[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.chroma_host = chroma_host
         self.chroma_port = chroma_port
         self.allow_plain = allow_plain
         self.extra_args = list(extra_args or [])
+        # Extra PMIRS_RETRIEVER_* settings for the child only (e.g. a larger max_items_per_batch).
+        self.env = dict(env or {})
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -94,8 +98,10 @@ class ServiceProcess:
             cmd += ["--chroma-host", self.chroma_host, "--chroma-port", str(self.chroma_port)]
         if self.allow_plain:
             cmd.append("--allow-plain")
+        child_env = {**os.environ, **self.env} if self.env else None
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=child_env)
         try:
             _wait_http(f"{self.url}/healthz", self.proc, timeout, "retriever", self.log_path)
         except BaseException:

@@ -1,0 +1,1 @@
+"""The Streamlit chat UI (trusted side): ``pmirs ui`` serves ``ui/app.py``; ``ui.launch`` starts it from code."""

@@ -9,6 +9,7 @@ retrain on all pretrain classes for that many epochs and ship the result.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -22,12 +23,16 @@ from benchmarks.retrieval_metrics import text_to_image
 from middleware.datasets import read_synonyms
 from middleware.encoder.conse import conse_embed
 from middleware.encoder.features import split_features
-from middleware.encoder.heads import DualHeads, HeadsConfig, load_heads, save_heads
+from middleware.encoder.heads import DualHeads, HeadsConfig, create_base_heads, load_heads, save_heads
 from middleware.encoder.preprocess import images_to_array
 from middleware.encoder.towers import ImageTower, TextTower
 from middleware.encoder.training import TrainConfig, TrainingExamples, build_phrase_bank, train_epochs
 
-CONSE_GRID = {"conse_top_k": (1, 3, 5, 10, 20), "conse_temperature": (0.5, 1.0, 2.0)}
+ZERO_SHOT_GRID = {
+    "conse_top_k": (5, 10, 20),
+    "conse_temperature": (1.0, 2.0, 3.0),
+    "center_strength": (0.0, 1.0, 1.5, 2.0),
+}
 
 
 @dataclass
@@ -82,19 +87,25 @@ def _image_embeddings(heads: DualHeads, conse: np.ndarray, pooled: np.ndarray) -
         return heads.encode_image(torch.from_numpy(conse), torch.from_numpy(pooled)).numpy()
 
 
-def tune_conse(
-    logits: np.ndarray, labels: Sequence[str], bank: np.ndarray, memo: _Memo, config: HeadsConfig
+def tune_zero_shot(
+    logits: np.ndarray, pooled: np.ndarray, labels: Sequence[str], bank: np.ndarray, memo: _Memo, config: HeadsConfig
 ) -> tuple[HeadsConfig, list[dict]]:
-    """Grid-search ConSE's top-k and temperature on the pretrain pool by mean of F1@10 and mAP."""
-    identity = _embedder(DualHeads(config).eval(), memo)
+    """Grid-search ConSE's top-k and temperature and the centring on the pretrain pool.
+
+    Scored by F1@N=10 + text->image mAP of the untrained (zero-shot) encoder.
+    """
     trials = []
-    for top_k in CONSE_GRID["conse_top_k"]:
-        for temperature in CONSE_GRID["conse_temperature"]:
-            emb = conse_embed(logits, bank, top_k, temperature).astype(np.float32)
-            scores = score_split(emb, labels, identity, draws=2)
-            trials.append({"conse_top_k": top_k, "conse_temperature": temperature, **scores})
+    keys = list(ZERO_SHOT_GRID)
+    for values in itertools.product(*ZERO_SHOT_GRID.values()):
+        trial_config = replace(config, **dict(zip(keys, values, strict=True)))
+        heads = create_base_heads(trial_config, bank).eval()
+        conse = conse_embed(logits, bank, trial_config.conse_top_k, trial_config.conse_temperature)
+        emb = _image_embeddings(heads, conse.astype(np.float32), pooled)
+        scores = score_split(emb, labels, _embedder(heads, memo), draws=2)
+        trials.append({**dict(zip(keys, values, strict=True)), **scores})
+        print("zero-shot", trials[-1], flush=True)
     best = max(trials, key=lambda t: t["f1@10"] + t["t2i_map"])
-    return replace(config, conse_top_k=best["conse_top_k"], conse_temperature=best["conse_temperature"]), trials
+    return replace(config, **{k: best[k] for k in keys}), trials
 
 
 def train_heads_on_pretrain(
@@ -123,7 +134,7 @@ def train_heads_on_pretrain(
     memo = _Memo(text_tower.encode)
     conse_trials: list[dict] = []
     if tune:
-        config, conse_trials = tune_conse(logits, labels, base.class_bank, memo, config)
+        config, conse_trials = tune_zero_shot(logits, pooled, labels, base.class_bank, memo, config)
     conse = conse_embed(logits, base.class_bank, config.conse_top_k, config.conse_temperature).astype(np.float32)
 
     classes = sorted(set(labels))
@@ -134,8 +145,7 @@ def train_heads_on_pretrain(
     report = AlignmentReport(
         trained_on=f"{data_root.name}/pretrain: {len(classes)} classes, {len(items)} photos "
         f"({per_class or 'all'} per class); benchmark domains never seen",
-        conse={"chosen": {"top_k": config.conse_top_k, "temperature": config.conse_temperature},
-               "trials": conse_trials},
+        conse={"chosen": {k: getattr(config, k) for k in ZERO_SHOT_GRID}, "trials": conse_trials},
         heldout_classes=[str(c) for c in heldout],
     )
 
@@ -144,7 +154,7 @@ def train_heads_on_pretrain(
         phrases = build_phrase_bank(fit_classes, synonyms, memo)
         index = np.asarray([fit_classes.index(label) for label in np.asarray(labels)[mask]])
         data = TrainingExamples(conse[mask], pooled[mask], index, phrases)
-        heads = DualHeads(config)
+        heads = create_base_heads(config, base.class_bank)
         callback = (lambda epoch, loss: on_epoch(epoch + 1, loss, heads)) if on_epoch else None
         train_epochs(heads, data, replace(train_config, epochs=epochs, history=[]), callback)
         return heads
@@ -155,12 +165,12 @@ def train_heads_on_pretrain(
         report.heldout_curve.append({"epoch": epoch, "loss": loss, **scores})
         print(f"epoch {epoch:2d}  loss {loss:.4f}  held-out F1@10 {scores['f1@10']:.3f}  mAP {scores['t2i_map']:.3f}")
 
-    evaluate(0, float("nan"), DualHeads(config).eval())
+    evaluate(0, float("nan"), create_base_heads(config, base.class_bank).eval())
     fit(~is_heldout, train_config.epochs, evaluate)
     best = max(report.heldout_curve, key=lambda r: r["f1@10"] + r["t2i_map"])
     report.chosen_epochs = int(best["epoch"])
     final = fit(np.ones(len(labels), dtype=bool), report.chosen_epochs, None) if report.chosen_epochs else None
-    heads = (final or DualHeads(config)).eval()
+    heads = (final or create_base_heads(config, base.class_bank)).eval()
     heads.config.extra = {"trained_on": report.trained_on, "epochs": report.chosen_epochs}
     report.checkpoint_version = save_heads(out, heads, base.class_bank)
     out.with_suffix(".json").write_text(json.dumps(asdict(report), indent=2) + "\n")

@@ -1,0 +1,243 @@
+"""`pmirs bench federated`: what federated fine-tuning buys over the zero-shot base, per round.
+
+Runs, all scored on cached val/ features after every round: the zero-shot base, centralized
+fine-tuning on the union of the clients' photos (upper bound), FedAvg IID, FedAvg and FedProx
+non-IID (clients split by domain), FedAvg with central DP, and FedAvg with SecAgg+. Every
+federated run is a real Flower simulation (Ray). Forgetting is measured as the paper-protocol
+F1@10 on the held-out pretrain/ classes, which no client holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.quality import evaluate_domain
+from middleware.datasets import read_synonyms
+from middleware.encoder.conse import conse_embed
+from middleware.encoder.heads import DualHeads
+
+N_VALUES: tuple[int | str, ...] = (5, 10, 15, "all")
+FORGETTING_TOLERANCE = 0.02  # max drop of held-out F1@10 for a checkpoint to be shippable
+
+
+class _RawTexts:
+    """Frozen text-tower embeddings, computed once per distinct phrase for the whole benchmark."""
+
+    def __init__(self, encode: Callable[[Sequence[str]], np.ndarray]) -> None:
+        self.encode, self.cache = encode, {}
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            self.cache.update(zip(missing, np.asarray(self.encode(missing), dtype=np.float32), strict=True))
+        return np.stack([self.cache[t] for t in texts])
+
+
+class Scorer:
+    """Scores heads on cached features: paper protocol + t2i mAP per val domain, held-out F1@10."""
+
+    def __init__(self, base, raw_texts: _RawTexts, logits_of: Callable[[np.ndarray], np.ndarray],
+                 val: tuple[list, np.ndarray], heldout: tuple[list, np.ndarray], draws: int = 6) -> None:
+        cfg = base.config
+        self.raw_texts, self.draws = raw_texts, draws
+
+        def inputs(items, pooled):
+            conse = conse_embed(logits_of(pooled), base.class_bank, cfg.conse_top_k, cfg.conse_temperature)
+            return torch.from_numpy(conse.astype(np.float32)), torch.from_numpy(pooled.astype(np.float32))
+
+        self.val = {}
+        items, pooled = val
+        for domain in dict.fromkeys(i.domain for i in items):
+            rows = np.flatnonzero([i.domain == domain for i in items])
+            self.val[domain] = ([items[r].label for r in rows], *inputs([items[r] for r in rows], pooled[rows]))
+        self.heldout = ([i.label for i in heldout[0]], *inputs(*heldout))
+
+    @torch.inference_mode()
+    def __call__(self, heads: DualHeads) -> dict:
+        """Metrics of ``heads``: {"f1": {domain: {N: f1}}, "map": {...}, "mean_f1": {N: f}, "heldout_f1@10"}."""
+        heads.eval()
+
+        def encode_texts(texts: Sequence[str]) -> np.ndarray:
+            return heads.encode_text(torch.from_numpy(self.raw_texts(list(texts)))).numpy()
+
+        out: dict = {"f1": {}, "map": {}}
+        for domain, (labels, conse, pooled) in self.val.items():
+            emb = heads.encode_image(conse, pooled).numpy()
+            paper, retrieval = evaluate_domain(emb, labels, encode_texts, N_VALUES, self.draws)
+            out["f1"][domain] = {n: round(s["f1"], 4) for n, s in paper.items()}
+            out["map"][domain] = round(retrieval["t2i_map"], 4)
+        out["mean_f1"] = {str(n): round(float(np.mean([f[str(n)] for f in out["f1"].values()])), 4) for n in N_VALUES}
+        labels, conse, pooled = self.heldout
+        paper, _ = evaluate_domain(heads.encode_image(conse, pooled).numpy(), labels, encode_texts, (10,), self.draws)
+        out["heldout_f1@10"] = round(paper["10"]["f1"], 4)
+        return out
+
+
+def _centralized(base, parts_root: Path, settings: dict, rounds: int, scorer: Scorer) -> dict:
+    """Upper bound: the same training loop on the union of every client's store, no Flower."""
+    from federated.partition import load_partition
+    from federated.task import FederatedSettings, make_examples
+    from middleware.encoder.training import PhraseBank, TrainConfig, TrainingExamples, train_epochs
+
+    stores = [load_partition(d) for d in sorted(parts_root.iterdir())]
+    classes = sorted({c for s in stores for c in s.classes})
+    conse, pooled, labels, phrase_emb = [], [], [], {}
+    for store in stores:
+        data = make_examples(store, base)
+        conse.append(data.conse)
+        pooled.append(data.pooled)
+        labels.append(np.asarray([classes.index(store.classes[k]) for k in store.labels]))
+        for k, name in enumerate(store.classes):
+            phrase_emb[name] = store.phrase_emb[store.phrase_owner == k]
+    emb = np.concatenate([phrase_emb[c] for c in classes])
+    own = np.concatenate([np.full(len(phrase_emb[c]), i) for i, c in enumerate(classes)])
+    union = TrainingExamples(np.concatenate(conse), np.concatenate(pooled), np.concatenate(labels),
+                             PhraseBank(emb, own))
+    s = FederatedSettings.from_config(settings)
+    heads = base.build()
+    history, seconds = [scorer(heads)], []
+    for r in range(rounds):
+        started = time.perf_counter()
+        train_epochs(heads, union, TrainConfig(epochs=s.local_epochs, batch_size=s.batch_size,
+                                               lr=s.learning_rate, anchor=s.anchor, seed=r))
+        seconds.append(time.perf_counter() - started)
+        history.append(scorer(heads))
+        print(f"  centralized round {r + 1}/{rounds}: mean F1@5 {history[-1]['mean_f1']['5']:.3f}", flush=True)
+    return {"history": history, "round_seconds": seconds, "examples": len(union)}
+
+
+def _federated(name: str, base, parts_root: Path, num_clients: int, settings: dict, scorer: Scorer,
+               work_dir: Path) -> dict:
+    """One Flower simulation, scored after every round through the ServerApp's round callback."""
+    from federated.simulation import simulate
+    from federated.task import load_exchange_state
+
+    history: list[dict] = []
+
+    def on_round(server_round: int, state: dict[str, np.ndarray]) -> None:
+        heads = base.build()
+        load_exchange_state(heads, state)
+        history.append(scorer(heads))
+        print(f"  {name} round {server_round}: mean F1@5 {history[-1]['mean_f1']['5']:.3f}", flush=True)
+
+    started = time.perf_counter()
+    manifest = simulate({**settings, "partitions-root": str(parts_root), "out-dir": str(work_dir / name)},
+                        num_clients, on_round=on_round)
+    return {"history": history, "round_seconds": manifest["round_seconds"], "checkpoint": manifest.get("checkpoint"),
+            "wall_seconds": time.perf_counter() - started, "settings": settings}
+
+
+def run_federated_benchmark(
+    data_root: str | Path,
+    out: str | Path,
+    feature_cache: str | Path = "cache/features",
+    work_dir: str | Path = "runs/federated",
+    clients: int = 6,
+    rounds: int = 10,
+    settings: dict | None = None,
+    dp_noise: float = 0.05,
+    dp_clip: float = 0.5,
+    runs: Sequence[str] = ("centralized", "fedavg-iid", "fedavg-noniid", "fedprox-noniid", "dp-iid", "secagg-iid"),
+    train_per_class: int = 100,
+    heldout_per_class: int = 60,
+) -> dict:
+    """Run every configuration, write ``out`` (JSON) plus ``.md`` and ``.png`` beside it."""
+    from federated.partition import partition_indices, write_partitions
+    from federated.report import write_federated_report
+    from middleware.encoder.features import split_features
+    from middleware.encoder.lite import LiteEncoder
+
+    data_root, work_dir, out = Path(data_root), Path(work_dir), Path(out)
+    settings = {"num-server-rounds": rounds, **(settings or {})}
+    encoder = LiteEncoder(settings.get("heads-path") or None)
+    base = encoder.checkpoint
+    print(f"base heads {base.version}; loading cached features", flush=True)
+    train = split_features(data_root, "train", encoder.image_features, feature_cache, per_class=train_per_class)
+    val = split_features(data_root, "val", encoder.image_features, feature_cache)
+    heldout = split_features(data_root, "pretrain", encoder.image_features, feature_cache, per_class=heldout_per_class)
+    raw_texts = _RawTexts(encoder.text_tower.encode)
+    logits_of = encoder.image_tower.logits_from_pooled
+    scorer = Scorer(base, raw_texts, logits_of, val, heldout)
+    synonyms = read_synonyms(data_root)
+    roots = {}
+    for scheme in ("iid", "domain"):
+        roots[scheme] = work_dir / f"partitions-{scheme}-{clients}"
+        parts = partition_indices(train[0], clients, scheme)
+        write_partitions(roots[scheme], train[0], train[1], logits_of(train[1]), parts, synonyms, raw_texts)
+    results: dict = {"base_version": base.version, "clients": clients, "rounds": rounds, "settings": settings,
+                     "runs": {"base": {"history": [scorer(base.build())]}}}
+    print(f"zero-shot base: mean F1 {results['runs']['base']['history'][0]['mean_f1']}", flush=True)
+    plans = {
+        "fedavg-iid": ("iid", {}),
+        "fedavg-noniid": ("domain", {}),
+        "fedprox-noniid": ("domain", {"strategy": "fedprox", "proximal-mu": 0.1}),
+        "dp-iid": ("iid", {"dp-noise-multiplier": dp_noise, "dp-clipping-norm": dp_clip}),
+        "secagg-iid": ("iid", {"secagg": True}),
+    }
+    for name in runs:
+        print(f"run {name}", flush=True)
+        if name == "centralized":
+            results["runs"][name] = _centralized(base, roots["iid"], settings, rounds, scorer)
+        else:
+            scheme, extra = plans[name]
+            run_settings = {**settings, **extra, "partition": scheme}
+            results["runs"][name] = _federated(name, base, roots[scheme], clients, run_settings, scorer, work_dir)
+    results["best"] = pick_best(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    write_federated_report(results, out)
+    return results
+
+
+def pick_best(results: dict) -> dict | None:
+    """The federated checkpoint with the best final mean F1 (N=5 and 10) that does not forget."""
+    base_heldout = results["runs"]["base"]["history"][0]["heldout_f1@10"]
+    best = None
+    for name, run in results["runs"].items():
+        final = run["history"][-1]
+        if not run.get("checkpoint") or base_heldout - final["heldout_f1@10"] > FORGETTING_TOLERANCE:
+            continue
+        score = final["mean_f1"]["5"] + final["mean_f1"]["10"]
+        if best is None or score > best["score"]:
+            best = {"run": name, "checkpoint": run["checkpoint"], "score": score, "final": final}
+    return best
+
+
+def register_bench(sub: argparse._SubParsersAction) -> None:
+    """Add ``pmirs bench federated``."""
+    parser = sub.add_parser("federated", help="federated fine-tuning: base vs centralized vs FedAvg/FedProx/DP/SecAgg+")
+    parser.add_argument("--data", default="/work/shared/data/phrase-imagenet", help="phrase-imagenet root")
+    parser.add_argument("--out", default="fed.json", help="results JSON (.md and .png written beside it)")
+    parser.add_argument("--feature-cache", default="cache/features", help="cached tower features directory")
+    parser.add_argument("--work-dir", default="runs/federated", help="partition stores and checkpoints")
+    parser.add_argument("--clients", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--local-epochs", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--dp-noise", type=float, default=0.05, help="DP noise multiplier of the DP run")
+    parser.add_argument("--dp-clip", type=float, default=0.5, help="DP clipping norm of the DP run")
+    parser.add_argument("--heads", default="", help="base heads checkpoint (default: the shipped one)")
+    parser.add_argument("--runs", default="centralized,fedavg-iid,fedavg-noniid,fedprox-noniid,dp-iid,secagg-iid")
+    parser.add_argument("--train-per-class", type=int, default=100, help="train/ photos per class (cached)")
+    parser.add_argument("--heldout-per-class", type=int, default=60, help="pretrain/ photos per class (cached)")
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    settings = {"local-epochs": args.local_epochs, "learning-rate": args.learning_rate, "heads-path": args.heads}
+    results = run_federated_benchmark(
+        args.data, args.out, args.feature_cache, args.work_dir, args.clients, args.rounds, settings,
+        dp_noise=args.dp_noise, dp_clip=args.dp_clip, runs=[r for r in args.runs.split(",") if r],
+        train_per_class=args.train_per_class, heldout_per_class=args.heldout_per_class,
+    )
+    print(Path(args.out).with_suffix(".md").read_text())
+    best = results["best"]
+    print(f"best federated checkpoint: {best['checkpoint'] if best else 'none passes the forgetting check'}")
+    return 0

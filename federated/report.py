@@ -1,0 +1,56 @@
+"""Markdown tables and the F1-per-round plot written beside ``pmirs bench federated`` results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def federated_markdown(results: dict) -> str:
+    """Final F1 per domain at N=5/10, mean F1, t2i mAP, held-out F1@10 and seconds per round."""
+    runs = results["runs"]
+    base = runs["base"]["history"][0]
+    domains = list(base["f1"])
+    lines = [f"# Federated fine-tuning: {results['clients']} clients, {results['rounds']} rounds "
+             f"(base heads `{results['base_version']}`)", ""]
+    head = " | ".join(f"{d} F1@5 | {d} F1@10" for d in domains)
+    lines += [f"| run | {head} | mean F1@5 | mean F1@10 | mean mAP | held-out F1@10 | s/round |",
+              "|---|" + "---|" * (2 * len(domains) + 5)]
+    for name, run in runs.items():
+        final = run["history"][-1]
+        cells = " | ".join(f"{final['f1'][d]['5']:.3f} | {final['f1'][d]['10']:.3f}" for d in domains)
+        mean_map = sum(final["map"].values()) / len(final["map"])
+        seconds = run.get("round_seconds") or []
+        per_round = f"{sum(seconds) / len(seconds):.1f}" if seconds else "-"
+        lines.append(f"| {name} | {cells} | {final['mean_f1']['5']:.3f} | {final['mean_f1']['10']:.3f} | "
+                     f"{mean_map:.3f} | {final['heldout_f1@10']:.3f} | {per_round} |")
+    best = results.get("best")
+    lines += ["", f"Best shippable federated checkpoint: `{best['checkpoint']}` ({best['run']})" if best
+              else "No federated checkpoint passed the forgetting check."]
+    return "\n".join(lines) + "\n"
+
+
+def write_federated_report(results: dict, json_path: Path) -> None:
+    """Write ``<name>.md`` and ``<name>.png`` (mean F1 at N=5 and N=10 against rounds, per run)."""
+    json_path = Path(json_path)
+    json_path.with_suffix(".md").write_text(federated_markdown(results))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, n in zip(axes, ("5", "10"), strict=True):
+        for name, run in results["runs"].items():
+            values = [h["mean_f1"][n] for h in run["history"]]
+            if len(values) == 1:
+                ax.axhline(values[0], linestyle="--", color="grey", label=name)
+            else:
+                ax.plot(range(len(values)), values, marker="o", markersize=3, label=name)
+        ax.set_title(f"mean paper-protocol F1, N={n}")
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("F1 (val)")
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(json_path.with_suffix(".png"), dpi=120)
+    plt.close(fig)

@@ -1,0 +1,143 @@
+"""``pmirs federated``: partition photos across clients, simulate a federated run, plan a deployment.
+
+    pmirs federated simulate --clients 6 --rounds 10 --partition domain
+    pmirs federated prepare --data ~/my-photos --out ~/pmirs-client      # on each real client
+    pmirs federated deploy-config --partitions runs/federated/parts --out runs/federated/deploy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_DATA = "/work/shared/data/phrase-imagenet"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``pmirs federated simulate|partition|prepare|deploy-config``."""
+    parser = subparsers.add_parser("federated", help="federated fine-tuning of the encoder heads (Flower)")
+    sub = parser.add_subparsers(dest="federated_command", required=True, metavar="ACTION")
+
+    part = sub.add_parser("partition", help="split a labelled photo folder into per-client stores")
+    _partition_args(part)
+    part.add_argument("--out", required=True, help="root of the client-<k> stores")
+    part.set_defaults(func=_partition)
+
+    sim = sub.add_parser("simulate", help="run federated fine-tuning on Flower's simulation engine (Ray)")
+    _partition_args(sim)
+    sim.add_argument("--rounds", type=int, default=10)
+    sim.add_argument("--local-epochs", type=int, default=2)
+    sim.add_argument("--learning-rate", type=float, default=1e-3)
+    sim.add_argument("--strategy", choices=("fedavg", "fedprox"), default="fedavg")
+    sim.add_argument("--proximal-mu", type=float, default=0.1, help="FedProx only")
+    sim.add_argument("--dp-noise", type=float, default=0.0, help="central DP noise multiplier (0 = off)")
+    sim.add_argument("--dp-clip", type=float, default=0.5, help="client-side clipping norm (DP only)")
+    sim.add_argument("--secagg", action="store_true", help="aggregate with SecAgg+ (server sees only the sum)")
+    sim.add_argument("--heads", default="", help="base heads checkpoint (default: the shipped one)")
+    sim.add_argument("--work-dir", default="runs/federated", help="where partition stores are written")
+    sim.add_argument("--out-dir", default="runs/federated/checkpoints", help="where the checkpoint is saved")
+    sim.add_argument("--cpus", type=int, default=2, help="CPUs given to Ray")
+    sim.set_defaults(func=_simulate)
+
+    prep = sub.add_parser("prepare", help="on a client: build its store from its own photo folder")
+    prep.add_argument("--data", required=True, help="<root>/<label>/*.jpg or <root>/<domain>/<label>/*.jpg")
+    prep.add_argument("--out", required=True, help="the store directory (give it to the SuperNode)")
+    prep.add_argument("--heads", default="", help="heads checkpoint whose towers/config to use")
+    prep.set_defaults(func=_prepare)
+
+    dep = sub.add_parser("deploy-config", help="write the commands of a real deployment on one host")
+    dep.add_argument("--partitions", required=True, help="root holding client-<k> stores")
+    dep.add_argument("--out", required=True, help="directory for run.sh (and FLWR_HOME)")
+    dep.add_argument("--port", type=int, default=9093, help="SuperLink HTTP port")
+    dep.add_argument("--rounds", type=int, default=10)
+    dep.add_argument("--out-dir", default="", help="checkpoint directory for the ServerApp (absolute)")
+    dep.set_defaults(func=_deploy_config)
+
+
+def _partition_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=DEFAULT_DATA, help="dataset root (with classes.csv) or any ImageFolder")
+    parser.add_argument("--split", default="train", help="sub-folder of --data to split ('' = --data itself)")
+    parser.add_argument("--clients", type=int, default=6)
+    parser.add_argument("--partition", choices=("iid", "domain", "dirichlet"), default="iid")
+    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (dirichlet only)")
+    parser.add_argument("--per-class", type=int, default=100, help="photos per class to use (0 = all)")
+    parser.add_argument("--feature-cache", default="cache/features", help="cached tower features directory")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _write_stores(args: argparse.Namespace, out: Path) -> list[Path]:
+    """Extract (or reuse cached) tower outputs once and write one store per client."""
+    from federated.partition import describe_partitions, partition_indices, write_partitions
+    from middleware.datasets import read_synonyms
+    from middleware.encoder.features import split_features
+    from middleware.encoder.lite import LiteEncoder
+
+    encoder = LiteEncoder(getattr(args, "heads", "") or None)
+    items, pooled = split_features(args.data, args.split, encoder.image_features, args.feature_cache,
+                                   per_class=args.per_class or None)
+    parts = partition_indices(items, args.clients, args.partition, args.alpha, args.seed)
+    dirs = write_partitions(out, items, pooled, encoder.image_tower.logits_from_pooled(pooled), parts,
+                            read_synonyms(args.data), encoder.text_tower.encode)
+    for row in describe_partitions(dirs):
+        print(f"{row['dir']}: {row['photos']} photos, {row['classes']} classes, domains {', '.join(row['domains'])}")
+    return dirs
+
+
+def _partition(args: argparse.Namespace) -> int:
+    _write_stores(args, Path(args.out))
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from federated.simulation import simulate
+
+    root = Path(args.work_dir) / f"partitions-{args.partition}-{args.clients}"
+    _write_stores(args, root)
+    settings = {
+        "num-server-rounds": args.rounds, "local-epochs": args.local_epochs, "learning-rate": args.learning_rate,
+        "strategy": args.strategy, "proximal-mu": args.proximal_mu if args.strategy == "fedprox" else 0.0,
+        "dp-noise-multiplier": args.dp_noise, "dp-clipping-norm": args.dp_clip, "secagg": args.secagg,
+        "heads-path": args.heads, "partitions-root": str(root.resolve()),
+        "out-dir": str(Path(args.out_dir).resolve()), "partition": args.partition, "seed": args.seed,
+    }
+    manifest = simulate(settings, args.clients, num_cpus=args.cpus)
+    print(json.dumps({k: manifest[k] for k in ("checkpoint", "rounds", "clients", "partition", "round_seconds")},
+                     indent=2, default=float))
+    print(f"use it with: --encoder-heads {manifest['checkpoint']}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from federated.partition import prepare_partition
+    from middleware.encoder.lite import LiteEncoder
+
+    encoder = LiteEncoder(args.heads or None)
+
+    def extract(items: list) -> tuple:
+        from middleware.encoder.features import cached_image_features
+
+        pooled = cached_image_features(items, encoder.image_features, Path(args.out) / "feature-cache")
+        return pooled, encoder.image_tower.logits_from_pooled(pooled)
+
+    path = prepare_partition(args.out, args.data, extract, encoder.text_tower.encode)
+    print(f"client store ready: {path} (start the SuperNode with --node-config 'partition-dir=\"{path}\"')")
+    return 0
+
+
+def _deploy_config(args: argparse.Namespace) -> int:
+    from federated.simulation import deployment_plan
+
+    out = Path(args.out).resolve()
+    dirs = sorted(p for p in Path(args.partitions).resolve().iterdir() if p.is_dir())
+    run_config = {"num-server-rounds": args.rounds, "min-nodes": len(dirs)}
+    if args.out_dir:
+        run_config["out-dir"] = str(Path(args.out_dir).resolve())
+    plan = deployment_plan(dirs, run_config, out / "flwr-home", port=args.port)
+    out.mkdir(parents=True, exist_ok=True)
+    script = out / "run.sh"
+    script.write_text(plan.as_script())
+    script.chmod(0o755)
+    print(plan.as_script())
+    print(f"written: {script}")
+    return 0

@@ -1,0 +1,70 @@
+"""Partitions: every photo goes to exactly one client, and a store holds only its client's photos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from federated.partition import PARTITION_FILE, load_partition, partition_indices
+from middleware.datasets import LabelledImage, scan_image_folder
+from pmirs.errors import DatasetError, FederatedError
+
+
+def _items(domains: int = 3, classes: int = 4, per_class: int = 10) -> list[LabelledImage]:
+    return [LabelledImage(Path(f"/d{d}/c{c}/{k}.jpg"), f"c{d}-{c}", f"d{d}")
+            for d in range(domains) for c in range(classes) for k in range(per_class)]
+
+
+@pytest.mark.parametrize("scheme", ["iid", "domain", "dirichlet"])
+def test_every_photo_has_exactly_one_client(scheme: str) -> None:
+    items = _items()
+    parts = partition_indices(items, 6, scheme, alpha=1.0)
+    joined = np.sort(np.concatenate(parts))
+    assert len(parts) == 6
+    assert np.array_equal(joined, np.arange(len(items)))
+
+
+def test_domain_partition_gives_two_clients_per_domain() -> None:
+    items = _items()
+    parts = partition_indices(items, 6, "domain")
+    domains = [{items[i].domain for i in part} for part in parts]
+    assert all(len(d) == 1 for d in domains)
+    assert [d.pop() for d in domains] == ["d0", "d1", "d2", "d0", "d1", "d2"]
+
+
+def test_iid_partition_is_balanced() -> None:
+    sizes = [len(p) for p in partition_indices(_items(), 6, "iid")]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_bad_partitions_are_refused() -> None:
+    flat = [LabelledImage(Path(f"/c/{k}.jpg"), "c", None) for k in range(10)]
+    with pytest.raises(FederatedError):
+        partition_indices(flat, 2, "domain")
+    with pytest.raises(FederatedError):
+        partition_indices(_items(), 6, "random")
+    with pytest.raises(FederatedError):
+        partition_indices(_items(), 2, "domain")  # 3 domains need 3 clients
+
+
+def test_store_lists_only_its_clients_photos(stores: Path, photos: Path) -> None:
+    listed = [json.loads((stores / f"client-{k}" / PARTITION_FILE).read_text())["items"] for k in range(2)]
+    paths = [{Path(i["path"]) for i in rows} for rows in listed]
+    assert not paths[0] & paths[1]
+    assert paths[0] | paths[1] == {i.path for i in scan_image_folder(photos)}
+    assert {p.parent.parent.name for p in paths[0]} == {"animals"}
+    assert {p.parent.parent.name for p in paths[1]} == {"food"}
+
+
+def test_load_partition_rejects_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError):
+        load_partition(tmp_path)
+
+
+def test_prepared_store_reads_only_its_own_folder(own_stores: list[Path]) -> None:
+    store = load_partition(own_stores[0])
+    assert store.classes == ["cat", "dog"]
+    assert len(store) == 8 and store.pooled.shape == (8, 1280) and store.logits.shape == (8, 1000)

@@ -1,0 +1,58 @@
+"""task.py on its own (no Flower): settings, weights, training, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from federated import task
+from federated.partition import load_partition
+from middleware.encoder.heads import load_heads
+from pmirs.errors import FederatedError
+
+
+def test_settings_parse_kebab_case_and_refuse_unknown_keys() -> None:
+    settings = task.FederatedSettings.from_config({"num-server-rounds": 3, "strategy": "fedprox", "secagg": "false"})
+    assert settings.num_server_rounds == 3 and settings.strategy == "fedprox" and settings.secagg is False
+    assert task.FederatedSettings.from_config(settings.to_config()) == settings
+    with pytest.raises(FederatedError):
+        task.FederatedSettings.from_config({"num-rounds": 3})
+    with pytest.raises(FederatedError):
+        task.FederatedSettings.from_config({"strategy": "fedsgd"})
+    with pytest.raises(FederatedError):
+        task.FederatedSettings.from_config({"secagg": True, "dp-noise-multiplier": 0.5})
+
+
+def test_training_moves_the_heads_and_weights_round_trip(stores: Path, base_heads: Path) -> None:
+    base = task.load_base(base_heads)
+    heads = base.build()
+    before = task.get_weights(heads)
+    data = task.make_examples(load_partition(stores / "client-0"), base)
+    metrics = task.train(heads, data, task.FederatedSettings(local_epochs=2, batch_size=4))
+    after = task.get_weights(heads)
+    assert metrics[task.NUM_EXAMPLES_KEY] == len(data) == 8
+    assert np.isfinite(metrics["train-loss"])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    fresh = base.build()
+    task.set_weights(fresh, after)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), heads.state_dict().values(),
+                                                 strict=True))
+    assert 0.0 <= task.test(heads, data)["eval-top1"] <= 1.0
+
+
+def test_checkpoint_is_versioned_and_loadable(tmp_path: Path, base_heads: Path) -> None:
+    base = task.load_base(base_heads)
+    heads = base.build()
+    with torch.no_grad():
+        heads.text_residual.bias.fill_(0.01)
+    path = task.save_checkpoint(tmp_path / "out", heads, base, {"rounds": 1, "partition": "domain"})
+    loaded = load_heads(path)
+    assert path.name == f"fed-heads-{loaded.version}.pt"
+    assert loaded.config.extra["federated"]["partition"] == "domain"
+    assert torch.allclose(loaded.state_dict["text_residual.bias"], torch.full((384,), 0.01))
+    assert json.loads(path.with_suffix(".json").read_text())["version"] == loaded.version
+    assert base.config.extra == {}  # the base checkpoint object is not modified
