@@ -112,8 +112,9 @@ def measure_chat(
     max_tokens: int = 64,
     threshold: float = 0.3,
     cache_dir: Path | None = None,
+    system_prompt: str | None = None,
 ) -> dict[str, Any]:
-    """What :func:`run_chat_benchmark` measures, returned instead of written."""
+    """What :func:`run_chat_benchmark` measures, returned instead of written (``system_prompt``: None = default)."""
     if retrieval_ms is not None and len(retrieval_ms) != len(prompts):
         raise ValueError(f"retrieval_ms has {len(retrieval_ms)} entries for {len(prompts)} prompts")
     if not prompts:
@@ -124,7 +125,7 @@ def measure_chat(
     t = time.perf_counter()
     llm = LocalLLM(settings)
     load_s = time.perf_counter() - t
-    chat = GroundedChat(llm, threshold=threshold)
+    chat = GroundedChat(llm, threshold=threshold, **({"system_prompt": system_prompt} if system_prompt else {}))
     retrieve = retrieve or keyword_retrieve
     # Untimed warm-up on its own context: it caches only what every real turn shares (the system
     # prompt), so no measured turn reuses a whole cached context.
@@ -307,7 +308,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 def _run_bench(args: argparse.Namespace) -> int:
     import tempfile
 
-    from chatbot.assistant import DEFAULT_THRESHOLD
+    from chatbot.assistant import COLLECTION_SYSTEM_PROMPT, DEFAULT_THRESHOLD
 
     models = args.model or [args.default_model]
     runs = []
@@ -318,7 +319,8 @@ def _run_bench(args: argparse.Namespace) -> int:
                 print(f"timing {len(DEMO_PROMPTS)} turns with {model}...", file=sys.stderr)
                 retrieve.stages.clear()
                 result = measure_chat(model, list(DEMO_PROMPTS), retrieve=retrieve, n_threads=args.threads,
-                                      max_tokens=args.max_tokens, threshold=DEFAULT_THRESHOLD)
+                                      max_tokens=args.max_tokens, threshold=DEFAULT_THRESHOLD,
+                                      system_prompt=COLLECTION_SYSTEM_PROMPT)
                 result["retrieval_stages_ms"] = stage_medians(retrieve.stages)
                 runs.append(result)
     report = {"benchmark": "chat", "retrieval": {"private": True, **setup}, "runs": runs}

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatbot.assistant import DEFAULT_THRESHOLD, Assistant, AssistantReply, with_answer
+from chatbot.assistant import DEFAULT_TEXT_THRESHOLD, DEFAULT_THRESHOLD, Assistant, AssistantReply, with_answer
 from chatbot.grounding import ContextItem, GroundedChat, is_refusal
 from chatbot.memory import ConversationMemory
 
@@ -45,12 +45,16 @@ DEMO_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "demo"  # where cat
 HANDOFF_ANSWER = (
     "I'll pass you to a human colleague who can help with that; they usually reply within one business day."
 )
+# Tried on Qwen2.5-0.5B: a concrete example answer ("... a wooden rocking horse for 49.00 EUR [2]") was
+# copied verbatim whatever the question; without any template it pasted the context line. A template
+# with <placeholders> gave "Yes, we sell the plush teddy bear for 22.00 EUR [1]."
 SHOP_SYSTEM_PROMPT = (
     "You are the customer-service assistant of Little Harbour Toys & Treats, a shop for toys, plush "
-    "animals, model vehicles and a few foods. Answer the customer using ONLY the numbered context items "
-    "(products with their prices, and store policies). Cite each item you use by its number in square "
-    "brackets, like [1]. If the context items do not answer the question, say that you don't know. "
-    "Answer in one or two short, friendly sentences."
+    "animals, model vehicles and a few foods. The context items are the shop's products (with prices) "
+    "and store policies. Reply to the customer in your own words, from these items only, in one short "
+    "friendly sentence such as 'Yes, we sell the <product> for <price> [n].' or 'You can <what the policy "
+    "allows> [n].', where [n] is the number of the item you used. If the items do not answer the question, "
+    "say that you don't know."
 )
 _ASKS_FOR_PERSON = re.compile(
     r"\b(human|real person|representative|live agent|operator|manager|supervisor)\b"
@@ -172,8 +176,9 @@ class CustomerServiceBot:
     """
 
     def __init__(self, middleware: Any, llm: Any, collection: str = "shop", *, k: int = 3,
-                 threshold: float = DEFAULT_THRESHOLD, memory: ConversationMemory | None = None) -> None:
-        chat = GroundedChat(llm, threshold=threshold, system_prompt=SHOP_SYSTEM_PROMPT)
+                 threshold: float = DEFAULT_THRESHOLD, memory: ConversationMemory | None = None,
+                 text_threshold: float = DEFAULT_TEXT_THRESHOLD) -> None:
+        chat = GroundedChat(llm, threshold=threshold, system_prompt=SHOP_SYSTEM_PROMPT, text_threshold=text_threshold)
         self.assistant = Assistant(middleware, collection, chat, k=k, image_where={"type": "product"}, memory=memory,
                                    to_context=shop_context, not_found=HANDOFF_ANSWER)
 

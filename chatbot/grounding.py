@@ -217,22 +217,27 @@ class GroundedChat:
         llm: the model (:class:`chatbot.llm.LocalLLM` or anything with the same methods).
         threshold: minimum retrieval score for an item to be used at all; tune it per retriever
             (cosine scores of different encoders live on different scales).
+        text_threshold: the same for text items (default: ``threshold``); text-to-text cosines
+            of an encoder need not share the scale of its text-to-image ones.
         history_tokens: most tokens of earlier turns replayed to the model.
         system_prompt: the rules given to the model; a bot with a persona (e.g. a shop assistant)
             replaces it but should keep the "only the numbered context, cite [n]" rules.
     """
 
     def __init__(
-        self, llm: ChatLLM, threshold: float = 0.3, history_tokens: int = 512, system_prompt: str = SYSTEM_PROMPT
+        self, llm: ChatLLM, threshold: float = 0.3, history_tokens: int = 512, system_prompt: str = SYSTEM_PROMPT,
+        text_threshold: float | None = None,
     ) -> None:
         self.llm = llm
         self.threshold = threshold
+        self.text_threshold = threshold if text_threshold is None else text_threshold
         self.history_tokens = history_tokens
         self.system_prompt = system_prompt
 
     def relevant(self, items: Sequence[ContextItem]) -> list[ContextItem]:
         """Items at or above the threshold, best first."""
-        kept = [it for it in items if it.score >= self.threshold]
+        kept = [it for it in items
+                if it.score >= (self.text_threshold if it.kind == "text" else self.threshold)]
         return sorted(kept, key=lambda it: it.score, reverse=True)
 
     def prompt(self, question: str, items: Sequence[ContextItem], history: Sequence[Turn] = ()) -> Prompt:

@@ -1,7 +1,7 @@
 """A LangChain retriever over a private PMIRS collection: the server never sees queries or content.
 
-Every query goes through :meth:`PMIRSRetriever._search` / ``_asearch`` (one path to the
-middleware); :func:`to_document` turns each decrypted item into a ``Document``:
+Every query goes through :meth:`PMIRSRetriever._call` (one path to the middleware, awaited or
+not); :func:`to_document` turns each decrypted item into a ``Document``:
 
 * ``page_content``: the caption of an image item, the passage of a text item;
 * ``id`` and ``metadata["id"]``: the item's keyed id; ``metadata["score"]``: its cosine score;
@@ -14,24 +14,7 @@ Image queries: the retriever's input is a string, so a photo is passed as a ``da
 URL (make one with :func:`image_query` from a path, bytes or PIL image). Any other string is a
 text query. This keeps ``invoke``, ``batch`` and LCEL chains working unchanged for photos.
 
-Runnable tour::
-
-    from chatbot.langchain_retriever import PMIRSRetriever, create_rag_chain, image_query
-
-    retriever = PMIRSRetriever.from_keystore("http://127.0.0.1:8400", "alice.keys", passphrase,
-                                             collection="photos", k=4)
-    docs = retriever.invoke("a dog playing on the beach")          # private text search
-    docs = retriever.invoke(image_query("query.jpg"))              # private search by photo
-    docs = await retriever.ainvoke("a red sports car")             # native async (httpx.AsyncClient)
-    many = retriever.batch(["a cat", "a bus"])
-
-    narrow = retriever.with_options(k=2, where={"label": "tabby"})  # public-metadata filter
-
-    from chatbot.chat_model import LocalChatModel
-    from chatbot.llm import LLMSettings, LocalLLM
-    chain = create_rag_chain(retriever, LocalChatModel(llm=LocalLLM(LLMSettings())))
-    print(chain.invoke("Do I have a photo of a sports car?"))      # answer citing [n]
-    retriever.close()
+See :class:`PMIRSRetriever` for a runnable tour.
 """
 
 from __future__ import annotations
@@ -53,7 +36,8 @@ from langchain_core.runnables.config import run_in_executor
 from PIL import Image
 from pydantic import ConfigDict, Field, model_validator
 
-from chatbot.grounding import SYSTEM_PROMPT, ContextItem, format_item
+from chatbot.assistant import COLLECTION_SYSTEM_PROMPT
+from chatbot.grounding import ContextItem, format_item
 
 _DATA_URL_PREFIX = "data:image/"
 
@@ -121,7 +105,7 @@ def format_docs(docs: Sequence[Document]) -> str:
     return "\n".join(lines) if lines else "(no items found)"
 
 
-def rag_prompt(system_prompt: str = SYSTEM_PROMPT) -> ChatPromptTemplate:
+def rag_prompt(system_prompt: str = COLLECTION_SYSTEM_PROMPT) -> ChatPromptTemplate:
     """The grounded-answer prompt with ``{context}`` (from :func:`format_docs`) and ``{question}``."""
     return ChatPromptTemplate.from_messages(
         [("system", system_prompt), ("human", "Context:\n{context}\n\nQuestion: {question}")]
@@ -148,14 +132,32 @@ class PMIRSRetriever(BaseRetriever):
     Give ``middleware`` (a ``PrivacyMiddleware``) for ``invoke``/``batch``, ``async_middleware``
     (an ``AsyncPrivacyMiddleware``) for native ``ainvoke``/``abatch``, or both (what
     :meth:`from_keystore` builds). With only the blocking one, ``ainvoke`` runs it in a thread.
-    The retriever does not own middlewares passed in; :meth:`close` closes those it built.
+    The retriever does not own middlewares passed in; :meth:`close` / :meth:`aclose` close those
+    it built.
 
-    Example::
+    Runnable tour::
 
-        retriever = PMIRSRetriever(middleware=pm, collection="photos", k=4, where={"album": "2024"})
-        for doc in retriever.invoke("sunset at the sea"):
-            print(doc.metadata["score"], doc.page_content, doc.metadata.get("image_url", "")[:30])
-        retriever.invoke(image_query("beach.jpg"))       # by photo
+        from chatbot.langchain_retriever import PMIRSRetriever, create_rag_chain, image_query
+
+        # set up: keystore (pinned to the server) + lite encoder, blocking and async connections
+        retriever = PMIRSRetriever.from_keystore("http://127.0.0.1:8400", "alice.keys", passphrase,
+                                                 collection="photos", k=4)
+        # or: PMIRSRetriever(middleware=pm, collection="photos", k=4, where={"album": "2024"})
+
+        # search: the server sees an obfuscated, sealed query and returns ciphertexts
+        docs = retriever.invoke("a dog playing on the beach")
+        docs[0].page_content, docs[0].metadata["score"], docs[0].metadata["image_url"][:30]
+        docs = retriever.invoke(image_query("query.jpg"))              # by photo
+        docs = await retriever.ainvoke("a red sports car")             # native async
+        many = retriever.batch(["a cat", "a bus"])
+        narrow = retriever.with_options(k=2, where={"label": "tabby"})  # public-metadata filter
+
+        # use as a retriever in an LCEL chain with the local model
+        from chatbot.chat_model import LocalChatModel
+        from chatbot.llm import LLMSettings, LocalLLM
+        chain = create_rag_chain(retriever, LocalChatModel(llm=LocalLLM(LLMSettings())))
+        print(chain.invoke("Do I have a photo of a sports car?"))      # answer citing [n]
+        await retriever.aclose()
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

@@ -62,23 +62,25 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     """Build the ClientApp; ``overrides`` stand in for ``--run-config`` in in-process simulation."""
     app = ClientApp(mods=[_optional_secaggplus])
 
-    def prepare(context: Context) -> tuple[task.FederatedSettings, Any, Any]:
+    def prepare(context: Context, config: Any) -> tuple[task.FederatedSettings, Any, Any]:
         settings = task.FederatedSettings.from_config({**context.run_config, **(overrides or {})})
         base = task.load_base(settings.heads_path)
+        task.check_base(base, config.get(task.BASE_VERSION_KEY))
         data = task.make_examples(load_partition(partition_dir(context, settings)), base)
         return settings, base.build(), data
 
     @app.train(mods=[_optional_clipping])
     def train(msg: Message, context: Context) -> Message:
         """Train the heads from the global weights on local photos; reply weights + metrics."""
-        settings, heads, data = prepare(context)
         if LEGACY_FITINS in msg.content.array_records:  # SecAgg+ round (legacy records)
             fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
-            task.set_weights(heads, parameters_to_ndarrays(fitins.parameters))
             config = fitins.config
+            settings, heads, data = prepare(context, config)
+            task.set_weights(heads, parameters_to_ndarrays(fitins.parameters))
         else:
-            task.load_exchange_state(heads, msg.content["arrays"].to_torch_state_dict())
             config = msg.content["config"]
+            settings, heads, data = prepare(context, config)
+            task.load_exchange_state(heads, msg.content["arrays"].to_torch_state_dict())
         metrics = task.train(
             heads, data, settings, proximal_mu=float(config.get("proximal-mu", 0.0)),
             seed=_client_seed(settings, context, int(config.get("server-round", 0))),
@@ -93,7 +95,7 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         """Score the global weights on local photos (loss, top-1 against local class phrases)."""
-        settings, heads, data = prepare(context)
+        settings, heads, data = prepare(context, msg.content["config"])
         task.load_exchange_state(heads, msg.content["arrays"].to_torch_state_dict())
         metrics = task.test(heads, data, seed=settings.seed)
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -33,9 +33,9 @@ def create_strategy(settings: task.FederatedSettings) -> Strategy:
     """The Message-API strategy the settings ask for (FedAvg/FedProx, optionally DP-wrapped)."""
     common: dict[str, Any] = {
         "fraction_train": settings.fraction_train,
-        "fraction_evaluate": settings.fraction_train,
+        "fraction_evaluate": settings.fraction_evaluate,
         "min_train_nodes": settings.min_nodes,
-        "min_evaluate_nodes": settings.min_nodes,
+        "min_evaluate_nodes": settings.min_nodes if settings.fraction_evaluate > 0 else 0,
         "min_available_nodes": settings.min_nodes,
         "weighted_by_key": task.NUM_EXAMPLES_KEY,
     }
@@ -65,7 +65,7 @@ class _RoundClock:
         self._last = time.perf_counter()
 
 
-def _run_message_api(grid: Grid, settings: task.FederatedSettings, initial: ArrayRecord,
+def _run_message_api(grid: Grid, settings: task.FederatedSettings, initial: ArrayRecord, base_version: str,
                      clock: _RoundClock) -> tuple[ArrayRecord, dict]:
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         clock(server_round, dict(zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True)))
@@ -75,7 +75,8 @@ def _run_message_api(grid: Grid, settings: task.FederatedSettings, initial: Arra
         grid=grid,
         initial_arrays=initial,
         num_rounds=settings.num_server_rounds,
-        train_config=ConfigRecord({}),
+        train_config=ConfigRecord({task.BASE_VERSION_KEY: base_version}),
+        evaluate_config=ConfigRecord({task.BASE_VERSION_KEY: base_version}),
         evaluate_fn=evaluate_fn,
     )
     history = {str(r): dict(m) for r, m in result.train_metrics_clientapp.items()}
@@ -83,7 +84,8 @@ def _run_message_api(grid: Grid, settings: task.FederatedSettings, initial: Arra
 
 
 def _run_secaggplus(grid: Grid, context: Context, settings: task.FederatedSettings, keys: list[str],
-                    initial: list[np.ndarray], clock: _RoundClock) -> tuple[list[np.ndarray], dict]:
+                    initial: list[np.ndarray], base_version: str,
+                    clock: _RoundClock) -> tuple[list[np.ndarray], dict]:
     history: dict[str, dict] = {}
 
     def evaluate_fn(server_round: int, ndarrays: list[np.ndarray], _config: dict) -> None:
@@ -99,7 +101,8 @@ def _run_secaggplus(grid: Grid, context: Context, settings: task.FederatedSettin
     strategy = LegacyFedAvg(
         fraction_fit=settings.fraction_train, fraction_evaluate=0.0, min_fit_clients=settings.min_nodes,
         min_available_clients=settings.min_nodes, initial_parameters=ndarrays_to_parameters(initial),
-        evaluate_fn=evaluate_fn, on_fit_config_fn=lambda rnd: {"server-round": rnd},
+        evaluate_fn=evaluate_fn,
+        on_fit_config_fn=lambda rnd: {"server-round": rnd, task.BASE_VERSION_KEY: base_version},
         fit_metrics_aggregation_fn=fit_metrics,
     )
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=settings.num_server_rounds),
@@ -121,11 +124,13 @@ def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
     heads = base.build()
     clock = _RoundClock(on_round)
     if settings.secagg:
-        keys = list(heads.state_dict())
-        final, history = _run_secaggplus(grid, context, settings, keys, task.get_weights(heads), clock)
+        keys = list(task.exchange_state(heads))
+        final, history = _run_secaggplus(grid, context, settings, keys, task.get_weights(heads), base.version,
+                                         clock)
         task.set_weights(heads, final)
     else:
-        arrays, history = _run_message_api(grid, settings, ArrayRecord(task.exchange_state(heads)), clock)
+        arrays, history = _run_message_api(grid, settings, ArrayRecord(task.exchange_state(heads)), base.version,
+                                           clock)
         task.load_exchange_state(heads, arrays.to_torch_state_dict())
     manifest = {
         "rounds": settings.num_server_rounds,
@@ -138,6 +143,7 @@ def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
         "dp": {"enabled": settings.dp, "noise_multiplier": settings.dp_noise_multiplier,
                "clipping_norm": settings.dp_clipping_norm, "mode": "central, client-side fixed clipping"},
         "secagg": settings.secagg,
+        "base_version": base.version,
         "round_seconds": clock.seconds,
         "train_metrics": history,
     }

@@ -26,6 +26,7 @@ from middleware.encoder.training import PhraseBank, TrainConfig, TrainingExample
 from pmirs.errors import FederatedError
 
 STRATEGIES = ("fedavg", "fedprox")
+BASE_VERSION_KEY = "base-version"  # the server pins the base heads; clients refuse another one
 NUM_EXAMPLES_KEY = "num-examples"  # FedAvg weights client updates by this metric
 
 
@@ -41,6 +42,7 @@ class FederatedSettings:
     strategy: str = "fedavg"  # "fedavg" or "fedprox" (for non-IID clients)
     proximal_mu: float = 0.0  # FedProx pull toward the round's global weights
     fraction_train: float = 1.0  # share of connected clients sampled per round
+    fraction_evaluate: float = 1.0  # share asked to score the global heads on their photos (0 = skip)
     min_nodes: int = 2  # wait for this many clients before a round starts
     dp_noise_multiplier: float = 0.0  # > 0: central DP, Gaussian noise std = this x clip / clients
     dp_clipping_norm: float = 0.5  # client-side L2 clip of each update (DP only)
@@ -121,6 +123,13 @@ def load_base(heads_path: str | Path | None = None) -> HeadsCheckpoint:
     return load_heads(heads_path or None)
 
 
+def check_base(base: HeadsCheckpoint, expected: str | None) -> None:
+    """Refuse to train when this client's base heads differ from the server's (e.g. replaced mid-run):
+    ConSE inputs computed with another class bank would silently poison the average."""
+    if expected and base.version != expected:
+        raise FederatedError(f"base heads {base.version} differ from the server's {expected}; restart the run")
+
+
 def make_examples(partition: ClientPartition, base: HeadsCheckpoint) -> TrainingExamples:
     """A client's training inputs: ConSE embeddings from its cached logits, its cached features."""
     cfg = base.config
@@ -163,21 +172,26 @@ def class_means(phrases: PhraseBank) -> np.ndarray:
 
 
 def exchange_state(heads: DualHeads) -> dict[str, torch.Tensor]:
-    """The state dict as it travels: scalars as shape-(1,) arrays.
+    """What travels each round: the trainable parameters only, scalars as shape-(1,) arrays.
 
-    Flower's client-side clipping (flwr 1.42 ``compute_clip_model_update``) silently skips 0-d
+    Buffers (the ConSE centre) stay as the base checkpoint has them, so DP noise never touches
+    them; and flwr 1.42's client-side clipping (``compute_clip_model_update``) silently skips 0-d
     arrays, which would leave the learnable temperature unclipped in DP rounds.
     """
-    return {k: v.detach().reshape(1) if v.dim() == 0 else v.detach() for k, v in heads.state_dict().items()}
+    return {k: v.detach().reshape(1) if v.dim() == 0 else v.detach() for k, v in heads.named_parameters()}
 
 
 def load_exchange_state(heads: DualHeads, state: Mapping[str, Any]) -> None:
-    """Load an exchanged state (torch tensors or numpy arrays) back into the heads' own shapes."""
-    own = heads.state_dict()
-    if list(state) != list(own):
-        raise FederatedError(f"weights do not fit the heads: got keys {list(state)}")
-    tensors = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v)) for k, v in state.items()}
-    heads.load_state_dict({k: tensors[k].reshape(own[k].shape) for k in own})
+    """Load exchanged parameters (torch tensors or numpy arrays) into the heads' own shapes."""
+    keys = [k for k, _ in heads.named_parameters()]
+    if list(state) != keys:
+        raise FederatedError(f"weights do not fit the heads: expected {keys}, got {list(state)}")
+    full = heads.state_dict()
+    for k in keys:
+        value = state[k]
+        tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
+        full[k] = tensor.reshape(full[k].shape)
+    heads.load_state_dict(full)
 
 
 def get_weights(heads: DualHeads) -> list[np.ndarray]:
@@ -187,7 +201,7 @@ def get_weights(heads: DualHeads) -> list[np.ndarray]:
 
 def set_weights(heads: DualHeads, arrays: Sequence[np.ndarray]) -> None:
     """Load arrays in state-dict order into the heads (shapes must match)."""
-    keys = list(heads.state_dict())
+    keys = [k for k, _ in heads.named_parameters()]
     if len(keys) != len(arrays):
         raise FederatedError(f"expected {len(keys)} weight arrays, got {len(arrays)}")
     load_exchange_state(heads, dict(zip(keys, arrays, strict=True)))

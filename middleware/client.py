@@ -192,6 +192,10 @@ class PrivacyMiddleware(_Base):
         """Re-key the collection (new projection and data keys) with no query downtime."""
         return self._run(self._flows.rotate(collection))
 
+    def reindex_collection(self, collection: str) -> dict[str, int]:
+        """Re-embed every item with this client's encoder (new keys too), with no query downtime."""
+        return self._run(self._flows.rotate(collection, reencode=True))
+
 
 def _step(flow: Flow[Any], value: Any = None, error: BaseException | None = None) -> tuple[bool, Any]:
     """One generator step that never lets StopIteration escape (it cannot cross a Future)."""
@@ -297,3 +301,7 @@ class AsyncPrivacyMiddleware(_Base):
     async def rotate_collection(self, collection: str) -> dict[str, int]:
         """Async :meth:`PrivacyMiddleware.rotate_collection`."""
         return await self._run(self._flows.rotate(collection))
+
+    async def reindex_collection(self, collection: str) -> dict[str, int]:
+        """Async :meth:`PrivacyMiddleware.reindex_collection`."""
+        return await self._run(self._flows.rotate(collection, reencode=True))

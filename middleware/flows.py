@@ -257,16 +257,21 @@ class Flows:
         return QueryResult(items, timings_ms, rejected)
 
     # -- re-keying --------------------------------------------------------------------------
-    def rotate(self, collection: str, *, page: int = 64) -> Flow[dict[str, int]]:
+    def rotate(self, collection: str, *, page: int = 64, reencode: bool = False) -> Flow[dict[str, int]]:
         """New keys; re-project and re-seal every item into a staging version; switch atomically.
 
-        Resumable: if an earlier run rotated the keystore but did not commit, the same new
-        version is reused. Queries keep working on the old version until the commit.
+        With ``reencode`` every item is instead decrypted here and embedded again with this
+        client's encoder (a new encoder version makes old vectors incomparable), then projected
+        with the new key. Resumable: if an earlier run rotated the keystore but did not commit,
+        the same new version is reused. Queries keep working on the old version until the commit.
         """
         if not self.codec.private:
             raise ConflictError("plain collections have no keys to rotate")
         wire = self.codec.wire_name(collection)
         info = yield ("/collections/describe", {"name": wire})
+        if reencode and self.encoder.dim != info["dim"]:
+            raise ConflictError(f"the collection stores {info['dim']}-d vectors but this encoder makes "
+                                f"{self.encoder.dim}-d ones: index into a new collection instead")
         current = self.codec.keys(collection)
         if current.key_version == info["key_version"]:
             old, new = self.codec.keystore.rotate_collection(collection)
@@ -281,8 +286,11 @@ class Flows:
             if not listed["ids"]:
                 break
             got = yield ("/items/get", {"collection": wire, "ids": listed["ids"]})
-            vectors = np.stack([_decode_vector(it["vector"]) for it in got["items"]])
-            moved_vectors = self.codec.reproject(old, new, vectors)
+            if reencode:
+                moved_vectors = self._reencode(old, new, got["items"])
+            else:
+                vectors = np.stack([_decode_vector(it["vector"]) for it in got["items"]])
+                moved_vectors = self.codec.reproject(old, new, vectors)
             batch = [{"id": it["id"], "vector": encode_vector(vec), "public": it["public"],
                       "ciphertext": self.codec.reseal(old, new, it["id"], it["ciphertext"])}
                      for it, vec in zip(got["items"], moved_vectors, strict=True)]
@@ -290,7 +298,25 @@ class Flows:
             offset += len(listed["ids"])
         yield ("/collections/rotate/commit", {"name": wire})
         self.codec.keystore.drop_version(collection, old.key_version)
+        if reencode:
+            self.codec.keystore.set_encoder_version(collection, self.encoder.version)
         return {"moved": moved, "old_version": old.key_version, "new_version": new.key_version}
+
+    def _reencode(self, old: Any, new: Any, items: list[dict[str, Any]]) -> np.ndarray:
+        """Decrypt stored payloads with the old keys and embed their content with this encoder."""
+        from middleware.item_crypto import open_item
+        from pmirs.protocol.encoding import b64url_decode
+
+        parsed = [parse_payload(it["id"], 0.0, open_item(old, it["id"], b64url_decode(it["ciphertext"])), {})
+                  for it in items]
+        vectors = np.zeros((len(parsed), self.encoder.dim), dtype=np.float32)
+        images = [i for i, p in enumerate(parsed) if p.kind == "image"]
+        texts = [i for i, p in enumerate(parsed) if p.kind != "image"]
+        if images:
+            vectors[images] = self.encoder.encode_images([load_image(parsed[i].image_bytes).image for i in images])
+        if texts:
+            vectors[texts] = self.encoder.encode_texts([parsed[i].text or "" for i in texts])
+        return self.codec.projection(new, vectors.shape[1]).project(vectors, for_storage=True)
 
 
 def _decode_vector(text: str) -> np.ndarray:

@@ -316,6 +316,11 @@ class Keystore:
         self.save()
         return old, self.collection(name)
 
+    def set_encoder_version(self, name: str, encoder_version: str) -> None:
+        """Record that ``name``'s stored vectors now come from another encoder (after re-indexing)."""
+        self._record(name)["encoder_version"] = _check_name("encoder_version", encoder_version)
+        self.save()
+
     def drop_version(self, name: str, version: int) -> None:
         """Forget an old key version after every item moved to a newer one."""
         record = self._record(name)

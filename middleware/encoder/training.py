@@ -113,7 +113,7 @@ def train_epochs(
             optimiser.zero_grad()
             total.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         epoch_loss = float(np.mean(losses))
         config.history.append(epoch_loss)
         if on_epoch is not None:

@@ -17,18 +17,21 @@ from pmirs.commands.keys import UsageError, add_client_options, open_client
 
 def add_assistant_options(p: argparse.ArgumentParser, *, collection_help: str) -> None:
     """Collection, retrieval, model and client options common to ``ask`` and ``chat``."""
-    from chatbot.assistant import DEFAULT_THRESHOLD
+    from chatbot.assistant import DEFAULT_TEXT_THRESHOLD, DEFAULT_THRESHOLD
     from chatbot.model_files import DEFAULT_MODEL
 
     p.add_argument("--collection", action="append", help=collection_help)
     p.add_argument("--k", type=int, default=4, help="items retrieved per question (default 4)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"minimum relevance score (default {DEFAULT_THRESHOLD}, tuned for the lite encoder)")
+                   help=f"minimum relevance of an image item (default {DEFAULT_THRESHOLD}, tuned for the lite encoder)")
+    p.add_argument("--text-threshold", type=float, default=DEFAULT_TEXT_THRESHOLD,
+                   help=f"minimum relevance of a text item (default {DEFAULT_TEXT_THRESHOLD})")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or .gguf path (default {DEFAULT_MODEL})")
     p.add_argument("--max-tokens", type=int, default=256, help="longest answer in tokens (default 256)")
     p.add_argument("--n-ctx", type=int, default=4096, help="model context window in tokens (default 4096)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the model (default 2)")
     p.add_argument("--encoder", default="lite", help="encoder spec (must match the one used to index)")
+    p.add_argument("--encoder-heads", help="heads checkpoint for the lite encoder (e.g. a federated one)")
     add_client_options(p)
 
 
@@ -65,8 +68,7 @@ def check_image(path: str | None) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     """Retrieve privately, answer with the local model, print answer and sources."""
-    from chatbot.assistant import Assistant
-    from chatbot.grounding import GroundedChat
+    from chatbot.assistant import create_assistant
     from middleware.encoder import create_encoder
 
     if not args.collection:
@@ -76,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give a question, or --image PATH")
     if args.k < 1:
         raise UsageError("--k must be at least 1")
-    with open_client(args, create_encoder(args.encoder)) as client:
-        chat = GroundedChat(load_llm(args), threshold=args.threshold)
-        assistant = Assistant(client, args.collection, chat, k=args.k)
+    with open_client(args, create_encoder(args.encoder, args.encoder_heads)) as client:
+        assistant = create_assistant(client, args.collection, load_llm(args), k=args.k, threshold=args.threshold,
+                                     text_threshold=args.text_threshold)
         if args.json:
             reply = assistant.ask(args.question or "", image)
             print(json.dumps(reply_json(reply), indent=2))

@@ -47,8 +47,7 @@ def _lines(stream: Any) -> Iterator[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Open the client and the model, then answer line by line until EOF or /quit."""
-    from chatbot.assistant import Assistant
-    from chatbot.grounding import GroundedChat
+    from chatbot.assistant import create_assistant
     from middleware.encoder import create_encoder
 
     shop = args.bot == "customer-service"
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--collection is required (or use --bot customer-service)")
     if args.k < 1:
         raise UsageError("--k must be at least 1")
-    with open_client(args, create_encoder(args.encoder)) as client:
+    with open_client(args, create_encoder(args.encoder, args.encoder_heads)) as client:
         llm = load_llm(args)
         if shop:
             from chatbot.customer_service import CustomerServiceBot, index_catalogue
@@ -67,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
             if not args.no_index:
                 print(f"checking the catalogue in {collections[0]!r}...", file=sys.stderr)
                 index_catalogue(client, collections[0])
-            bot: Any = CustomerServiceBot(client, llm, collections[0], k=args.k, threshold=args.threshold)
+            bot: Any = CustomerServiceBot(client, llm, collections[0], k=args.k, threshold=args.threshold,
+                                          text_threshold=args.text_threshold)
             default_photo_question = "Do you sell this?"
         else:
-            bot = Assistant(client, collections, GroundedChat(llm, threshold=args.threshold), k=args.k)
+            bot = create_assistant(client, collections, llm, k=args.k, threshold=args.threshold,
+                                   text_threshold=args.text_threshold)
             default_photo_question = "What is this?"
         if sys.stdin.isatty():
             print(HELP, file=sys.stderr)

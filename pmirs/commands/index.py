@@ -16,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dir", help="ImageFolder root: <dir>/<label>/*.jpg or <dir>/<domain>/<label>/*.jpg")
     p.add_argument("--collection", required=True, help="local collection name (created if missing)")
     p.add_argument("--encoder", default="lite", help="encoder spec for create_encoder (default: lite)")
+    p.add_argument("--encoder-heads", help="heads checkpoint for the lite encoder (e.g. a federated one)")
     p.add_argument("--batch-size", type=int, default=32, help="images per encode/upload batch")
     p.add_argument("--public-label", action="store_true",
                    help="store label and domain as PUBLIC metadata (the server can read and filter on them)")
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return ImageItem(entry.path, f"a photo of a {entry.label}", public if args.public_label else None,
                          private)
 
-    encoder = create_encoder(args.encoder)
+    encoder = create_encoder(args.encoder, args.encoder_heads)
     added = skipped = 0
     with open_client(args, encoder, batch_size=args.batch_size) as client:
         client.create_collection(args.collection)

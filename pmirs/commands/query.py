@@ -18,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=5, help="number of results (default 5)")
     p.add_argument("--where", help='filter on public metadata, JSON, e.g. \'{"label": "dog"}\'')
     p.add_argument("--encoder", default="lite", help="encoder spec (must match the one used to index)")
+    p.add_argument("--encoder-heads", help="heads checkpoint for the lite encoder (e.g. a federated one)")
     p.add_argument("--json", action="store_true", help="print results and timings as JSON")
     p.add_argument("--save-images", help="write the retrieved images into this directory")
     add_client_options(p)
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         where = json.loads(args.where) if args.where else None
     except ValueError as e:
         raise UsageError(f"--where is not valid JSON: {e}") from e
-    with open_client(args, create_encoder(args.encoder)) as client:
+    with open_client(args, create_encoder(args.encoder, args.encoder_heads)) as client:
         if args.image:
             result = client.query_image(args.collection, Path(args.image), k=args.k, where=where)
         else:

@@ -37,7 +37,7 @@ def cli(service: dict[str, Any], small_llm: Any, lite_encoder: Any, monkeypatch:
     monkeypatch.setenv("PMIRS_SERVER", service["service"].url)
     monkeypatch.setenv("PMIRS_KEYSTORE", str(service["keystore"].path))
     monkeypatch.setenv("PMIRS_PASSPHRASE", PASSPHRASE)
-    monkeypatch.setattr(middleware.encoder, "create_encoder", lambda spec: lite_encoder)
+    monkeypatch.setattr(middleware.encoder, "create_encoder", lambda spec, heads=None: lite_encoder)
     monkeypatch.setattr(pmirs.commands.ask, "load_llm", lambda args: small_llm)
 
 

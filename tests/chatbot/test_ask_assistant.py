@@ -103,6 +103,8 @@ def test_follow_up_is_condensed_and_history_replayed() -> None:
     assert reply.query == "red bicycle and how much was it?"
     assert bot.middleware.calls[-1][2] == "red bicycle and how much was it?"
     assert llm.calls[-1][1] == {"role": "user", "content": "Do I have photos of my red bicycle?"}
+    bot.ask("Do I have any photos of my tabby cat?")  # stand-alone: earlier turns are not replayed to the model
+    assert all(m["role"] != "assistant" for m in llm.calls[-1])
     bot.reset()
     assert bot.ask("and how much was it?").query == "and how much was it?"
 

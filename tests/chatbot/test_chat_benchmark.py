@@ -41,3 +41,19 @@ def test_run_chat_benchmark_small(tmp_path: Path) -> None:
     assert 0 < result["retrieval_share"] < 1
     assert result["ttft_ms"]["median"] > 0
     assert calls[-1] == "How long is the return window?"
+
+
+def test_stage_medians_per_retrieval_stage() -> None:
+    from benchmarks.chat_turn import stage_medians
+
+    stages = [{"encode": 10.0, "http": 4.0, "total": 14.0}, {"encode": 30.0, "http": 2.0, "total": 32.0},
+              {"encode": 20.0, "http": 3.0, "total": 23.0}]
+    assert stage_medians(stages) == {"encode": 20.0, "http": 3.0, "total": 23.0}
+
+
+def test_pmirs_bench_chat_is_registered() -> None:
+    from pmirs.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "chat", "--out", "chat.json", "--model", "smollm2-135m",
+                                      "--model", "qwen2.5-coder-0.5b", "--limit", "10"])
+    assert args.model == ["smollm2-135m", "qwen2.5-coder-0.5b"] and args.limit == 10 and callable(args.func)

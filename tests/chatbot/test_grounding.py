@@ -141,3 +141,14 @@ def test_history_is_dropped_oldest_first() -> None:
 def test_question_too_long_for_window() -> None:
     with pytest.raises(PromptTooLongError):
         build_prompt("why " * 500, [RETURNS], [], count_tokens=words, n_ctx=512, max_tokens=48)
+
+
+def test_text_items_can_have_their_own_threshold() -> None:
+    items = [
+        ContextItem("a", "image", caption="a photo of a koala", score=0.6),
+        ContextItem("b", "text", text="returns within 30 days", score=0.7),
+        ContextItem("c", "text", text="shipping takes 3 days", score=0.85),
+    ]
+    chat = GroundedChat(FakeLLM(), threshold=0.5, text_threshold=0.8)
+    assert [it.id for it in chat.relevant(items)] == ["c", "a"]
+    assert [it.id for it in GroundedChat(FakeLLM(), threshold=0.5).relevant(items)] == ["c", "b", "a"]

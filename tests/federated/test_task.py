@@ -56,3 +56,18 @@ def test_checkpoint_is_versioned_and_loadable(tmp_path: Path, base_heads: Path) 
     assert torch.allclose(loaded.state_dict["text_residual.bias"], torch.full((384,), 0.01))
     assert json.loads(path.with_suffix(".json").read_text())["version"] == loaded.version
     assert base.config.extra == {}  # the base checkpoint object is not modified
+
+
+def test_a_client_refuses_a_base_that_differs_from_the_servers(base_heads: Path) -> None:
+    base = task.load_base(base_heads)
+    task.check_base(base, base.version)
+    task.check_base(base, None)  # older servers do not pin it
+    with pytest.raises(FederatedError, match="differ"):
+        task.check_base(base, "0123456789ab")
+
+
+def test_only_trainable_parameters_travel(base_heads: Path) -> None:
+    heads = task.load_base(base_heads).build()
+    sent = task.exchange_state(heads)
+    assert list(sent) == [k for k, _ in heads.named_parameters()]
+    assert all(v.dim() >= 1 for v in sent.values())  # the temperature travels as shape (1,)

@@ -175,6 +175,37 @@ def test_rotation_keeps_results(service: ServiceProcess, client: PrivacyMiddlewa
     assert (info["key_version"], info["count"], info["rotating"]) == (2, len(TEXTS), False)
 
 
+class ShiftedHashEncoder(HashEncoder):
+    """A "new encoder version": the same words land in other directions (vectors incomparable)."""
+
+    @property
+    def version(self) -> str:
+        return "hash-v2"
+
+    def encode_texts(self, texts, batch_size: int = 64) -> np.ndarray:
+        return super().encode_texts([f"{t} v2" for t in texts], batch_size)
+
+
+def test_reindex_reembeds_items_with_a_new_encoder(service: ServiceProcess, tmp_path: Path) -> None:
+    keystore = make_keystore(tmp_path, "reindexer", service)
+    with PrivacyMiddleware(service.url, keystore, ENCODER) as old_client:
+        old_client.create_collection("notes")
+        old_client.index_texts("notes", TEXTS)
+        old_client.index_images("notes", [(picture(5), "a random picture", None)])
+    new_encoder = ShiftedHashEncoder()
+    expected = new_encoder.encode_texts(TEXTS) @ new_encoder.encode_texts(["red fox"])[0]
+    with PrivacyMiddleware(service.url, keystore, new_encoder) as client:
+        stale = client.query_text("notes", "red fox", k=3)  # new query vs old vectors: scores disagree
+        assert [i.score for i in stale.items] != pytest.approx(sorted(expected, reverse=True)[:3], abs=1e-4)
+        report = client.reindex_collection("notes")
+        assert report == {"moved": len(TEXTS) + 1, "old_version": 1, "new_version": 2}
+        after = client.query_text("notes", "red fox", k=3)
+        assert [i.score for i in after.items] == pytest.approx(sorted(expected, reverse=True)[:3], abs=1e-4)
+        assert [i.text for i in after.items] == [TEXTS[j] for j in np.argsort(-expected)[:3]]
+        assert client.query_image("notes", picture(5), k=1).items[0].caption == "a random picture"
+    assert keystore.collection("notes").encoder_version == "hash-v2"
+
+
 def test_server_log_has_no_plaintext(service: ServiceProcess, client: PrivacyMiddleware) -> None:
     secret_caption, secret_query = "zanzibar-caption-4711", "quixotic-query-0815"
     client.create_collection("secrets")
