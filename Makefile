@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/pmirs demo
+	$(BIN)/pmirs demo --ui
 
 test: $(STAMP) chromium
 	$(BIN)/ruff check .

@@ -228,7 +228,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--local-epochs", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--anchor", type=float, default=1e-3, help="L2 pull of the heads toward the base")
+    parser.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
     parser.add_argument("--dp-noise", type=float, default=0.05, help="DP noise multiplier of the DP run")
     parser.add_argument("--dp-clip", type=float, default=0.5, help="DP clipping norm of the DP run")
     parser.add_argument("--heads", default="", help="base heads checkpoint (default: the shipped one)")

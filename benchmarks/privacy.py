@@ -401,8 +401,8 @@ def register_bench(sub) -> None:
 
 
 def _run_from_args(args) -> int:
-    from benchmarks.quality import _MemoTexts
     from middleware.encoder import create_encoder
+    from middleware.encoder.base import TextMemo
     from pmirs.commands.keys import UsageError
 
     try:
@@ -413,7 +413,7 @@ def _run_from_args(args) -> int:
     encoder = create_encoder(args.encoder)
     data = load_privacy_data(encoder, Path(args.data) if args.data else None, args.split, Path(args.feature_cache))
     results = run_privacy_benchmark(data, known, noise, args.trials, args.seed,
-                                    encode_texts=_MemoTexts(lambda t: encoder.encode_texts(list(t))))
+                                    encode_texts=TextMemo(lambda t: encoder.encode_texts(list(t))))
     results["encoder"] = encoder.version
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,22 +14,10 @@ from benchmarks.reports import write_quality_report
 from benchmarks.retrieval_metrics import image_to_image_precision, text_to_image, zero_shot_top1
 from middleware.datasets import LabelledImage, load_split, open_image
 from middleware.encoder import Encoder, create_encoder
+from middleware.encoder.base import TextMemo
 
 DEFAULT_N_VALUES: tuple[int | str, ...] = (5, 10, 15, "all")
 CLASS_QUERY_TEMPLATE = "a photo of a {}"
-
-
-class _MemoTexts:
-    """Embeds each distinct phrase once per run (the protocol re-draws the same phrases)."""
-
-    def __init__(self, encode: Callable[[Sequence[str]], np.ndarray]) -> None:
-        self.encode, self.cache = encode, {}
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if missing:
-            self.cache.update(zip(missing, self.encode(missing), strict=True))
-        return np.stack([self.cache[t] for t in texts])
 
 
 def evaluate_domain(
@@ -154,7 +142,7 @@ def run_quality_benchmark(
     all_items = [item for items in domains.values() for item in items]
     cache = Path(feature_cache) if feature_cache else None
     all_emb = embed_items(encoder, all_items, cache, data_root, split)
-    raw_texts = _MemoTexts(lambda texts: encoder.encode_texts(list(texts)))
+    raw_texts = TextMemo(lambda texts: encoder.encode_texts(list(texts)))
     results: dict = {"encoder": encoder.version, "split": split}
     results.update(evaluate_embeddings(domains, all_emb, raw_texts, n_values, draws, seed, transform, transform))
     if private_noise is not None:

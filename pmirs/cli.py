@@ -18,7 +18,8 @@ import sys
 import pmirs.commands
 from pmirs.errors import PMIRSError
 
-_OFFLINE_ENV = {
+# What every PMIRS process runs with: nothing downloads weights or reports telemetry.
+OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -41,7 +42,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    for key, value in _OFFLINE_ENV.items():
+    for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)

@@ -7,14 +7,9 @@ from pathlib import Path
 
 import pytest
 
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "FLWR_TELEMETRY_ENABLED": "0",
-    "ANONYMIZED_TELEMETRY": "False",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
+from pmirs.cli import OFFLINE_ENV
+
+for _key, _value in OFFLINE_ENV.items():
     os.environ.setdefault(_key, _value)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

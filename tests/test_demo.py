@@ -45,6 +45,7 @@ def test_demo_end_to_end_and_resumable(tmp_path: Path, demo_dir: Path, lite_enco
     assert demo.run(args, encoder=lite_encoder) == 0
     out = capsys.readouterr()
     assert "0 photos added, 12 already indexed" in out.err  # resumed: nothing uploaded twice
+    assert "alice's 'shop': 24 catalogue items added" in out.err  # the customer-service catalogue
     assert demo.DEMO_PASSPHRASE in out.err
     assert "latency (ms)" in out.out and "retriever stopped" in out.out
     with pytest.raises(httpx.TransportError):

@@ -21,6 +21,7 @@ import torch
 from benchmarks.paper_protocol import run_paper_protocol
 from benchmarks.retrieval_metrics import text_to_image
 from middleware.datasets import read_synonyms
+from middleware.encoder.base import TextMemo
 from middleware.encoder.conse import conse_embed
 from middleware.encoder.features import split_features
 from middleware.encoder.heads import DualHeads, HeadsConfig, create_base_heads, load_heads, save_heads
@@ -47,19 +48,6 @@ class AlignmentReport:
     checkpoint_version: str = ""
 
 
-class _Memo:
-    """Text-tower embeddings memoised by phrase (the protocol re-uses phrases across draws)."""
-
-    def __init__(self, encode: Callable[[Sequence[str]], np.ndarray]) -> None:
-        self.encode, self.cache = encode, {}
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if missing:
-            self.cache.update(zip(missing, self.encode(missing), strict=True))
-        return np.stack([self.cache[t] for t in texts]).astype(np.float32)
-
-
 def score_split(
     image_emb: np.ndarray, labels: Sequence[str], encode_texts: Callable[[Sequence[str]], np.ndarray], draws: int = 3
 ) -> dict[str, float]:
@@ -74,7 +62,7 @@ def score_split(
     return {"f1@5": paper["5"]["f1"], "f1@10": paper["10"]["f1"], "t2i_map": t2i["t2i_map"]}
 
 
-def _embedder(heads: DualHeads, memo: _Memo) -> Callable[[Sequence[str]], np.ndarray]:
+def _embedder(heads: DualHeads, memo: TextMemo) -> Callable[[Sequence[str]], np.ndarray]:
     def encode(texts: Sequence[str]) -> np.ndarray:
         with torch.inference_mode():
             return heads.encode_text(torch.from_numpy(memo(texts))).numpy()
@@ -88,7 +76,7 @@ def _image_embeddings(heads: DualHeads, conse: np.ndarray, pooled: np.ndarray) -
 
 
 def tune_zero_shot(
-    logits: np.ndarray, pooled: np.ndarray, labels: Sequence[str], bank: np.ndarray, memo: _Memo, config: HeadsConfig
+    logits: np.ndarray, pooled: np.ndarray, labels: Sequence[str], bank: np.ndarray, memo: TextMemo, config: HeadsConfig
 ) -> tuple[HeadsConfig, list[dict]]:
     """Grid-search ConSE's top-k and temperature and the centring on the pretrain pool.
 
@@ -131,7 +119,7 @@ def train_heads_on_pretrain(
     items, pooled = split_features(data_root, "pretrain", extract, cache_dir, config.image_size, per_class)
     labels = [item.label for item in items]
     logits = image_tower.logits_from_pooled(pooled)
-    memo = _Memo(text_tower.encode)
+    memo = TextMemo(text_tower.encode)
     conse_trials: list[dict] = []
     if tune:
         config, conse_trials = tune_zero_shot(logits, pooled, labels, base.class_bank, memo, config)

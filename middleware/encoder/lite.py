@@ -19,6 +19,9 @@ from middleware.encoder.towers import ImageTower, TextTower
 # Up to this many texts are encoded on one intra-op thread: a query is ~10 tokens, too little work
 # to share, and on a busy 2-core machine OpenMP's second thread turned a 35 ms encode into 400 ms.
 SINGLE_THREAD_TEXTS = 4
+# A single image query too: one thread costs ~30% more on an idle machine (38 vs 28 ms) but keeps
+# p95 near 50 ms when the other core is busy, where two threads spiked past 1 s (measured here).
+SINGLE_THREAD_IMAGES = 1
 
 
 @contextlib.contextmanager
@@ -73,6 +76,9 @@ class LiteEncoder(Encoder):
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if len(images) <= SINGLE_THREAD_IMAGES:
+            with _intra_op_threads(1):
+                return self.embed_image_features(self.image_features(images, batch_size=batch_size))
         return self.embed_image_features(self.image_features(images, batch_size=batch_size))
 
     def image_features(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:

@@ -28,6 +28,7 @@ DEFAULT_WORKSPACE = Path("runs/demo")
 DEMO_DIR = Path(__file__).resolve().parents[2] / "data" / "demo"
 DEMO_PASSPHRASE = "pmirs-demo-passphrase"  # printed on purpose: demo keystores protect demo photos only
 TENANT = "demo"
+SHOP_COLLECTION = "shop"  # the customer-service catalogue (pmirs chat --bot customer-service)
 USERS = ("alice", "bob")
 ALICE_COLLECTION = "photos"
 SHARED_NAME = "alice-photos"  # bob's local name for alice's shared collection
@@ -213,6 +214,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("--serve", action="store_true", help="keep the retriever running until Ctrl-C")
     mode.add_argument("--ui", action="store_true", help="start the UI after indexing (keeps the retriever running)")
     mode.add_argument("--no-ui", action="store_true", help="stop after the queries (the default)")
+    p.add_argument("--no-shop", action="store_true",
+                   help=f"skip indexing the customer-service catalogue as alice's {SHOP_COLLECTION!r}")
     p.set_defaults(func=run)
 
 
@@ -227,7 +230,7 @@ def run(args: argparse.Namespace, encoder: Any = None) -> int:
         print(f"demo keystore passphrase: {DEMO_PASSPHRASE!r} (set PMIRS_PASSPHRASE to choose one)", file=sys.stderr)
     encoder = encoder or create_encoder("lite")
     env = prepare_demo(Path(args.workspace), encoder=encoder, photos_dir=Path(args.photos), passphrase=passphrase,
-                       port=args.port, limit=args.limit)
+                       port=args.port, limit=args.limit, extra_indexers=() if args.no_shop else (index_shop,))
     try:
         print(f"retriever {env.server_url} (fingerprint {env.fingerprint}); collections: {env.collections}")
         print(format_results(run_queries(env, encoder)))
@@ -244,6 +247,14 @@ def run(args: argparse.Namespace, encoder: Any = None) -> int:
         env.stop()
     print("\nretriever stopped")
     return 0
+
+
+def index_shop(env: DemoEnv, client: Any) -> None:
+    """Alice also runs the shop: its catalogue and policies become her private ``shop`` collection."""
+    from chatbot.customer_service import index_catalogue
+
+    report = index_catalogue(client, SHOP_COLLECTION)
+    print(f"alice's {SHOP_COLLECTION!r}: {report['added']} catalogue items added", file=sys.stderr)
 
 
 def _start_ui(env: DemoEnv) -> Any:

@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim = sub.add_parser("simulate", help="run federated fine-tuning on Flower's simulation engine (Ray)")
     _partition_args(sim)
     sim.add_argument("--rounds", type=int, default=10)
-    sim.add_argument("--local-epochs", type=int, default=2)
+    sim.add_argument("--local-epochs", type=int, default=3)
+    sim.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
     sim.add_argument("--learning-rate", type=float, default=1e-3)
     sim.add_argument("--strategy", choices=("fedavg", "fedprox"), default="fedavg")
     sim.add_argument("--proximal-mu", type=float, default=0.1, help="FedProx only")
@@ -96,6 +97,7 @@ def _simulate(args: argparse.Namespace) -> int:
     _write_stores(args, root)
     settings = {
         "num-server-rounds": args.rounds, "local-epochs": args.local_epochs, "learning-rate": args.learning_rate,
+        "anchor": args.anchor,
         "strategy": args.strategy, "proximal-mu": args.proximal_mu if args.strategy == "fedprox" else 0.0,
         "dp-noise-multiplier": args.dp_noise, "dp-clipping-norm": args.dp_clip, "secagg": args.secagg,
         "heads-path": args.heads, "partitions-root": str(root.resolve()),
