@@ -259,7 +259,7 @@ def private_demo_retrieval(workdir: Path, demo_dir: Path = DEMO_DIR, *, k: int =
     import secrets
 
     from middleware.client import PrivacyMiddleware
-    from middleware.datasets import scan_image_folder
+    from middleware.datasets import photo_caption, scan_image_folder
     from middleware.encoder import create_encoder
     from middleware.keystore import Keystore
     from middleware.payloads import ImageItem
@@ -274,7 +274,7 @@ def private_demo_retrieval(workdir: Path, demo_dir: Path = DEMO_DIR, *, k: int =
         with PrivacyMiddleware(service.url, keystore, encoder) as pm:
             pm.create_collection("demo")
             t = time.perf_counter()
-            pm.index_images("demo", [ImageItem(e.path, f"a photo of a {e.label}") for e in photos])
+            pm.index_images("demo", [ImageItem(e.path, photo_caption(e.label)) for e in photos])
             setup = {"encoder": encoder.version, "photos": len(photos), "k": k,
                      "index_s": round(time.perf_counter() - t, 2)}
             retrieval = PrivateRetrieval(pm, "demo", k)

@@ -20,6 +20,7 @@ import torch
 
 from benchmarks.quality import evaluate_domain
 from middleware.datasets import read_synonyms
+from middleware.encoder.base import TextMemo
 from middleware.encoder.conse import conse_embed
 from middleware.encoder.heads import DualHeads
 
@@ -27,23 +28,10 @@ N_VALUES: tuple[int | str, ...] = (5, 10, 15, "all")
 FORGETTING_TOLERANCE = 0.02  # max drop of held-out F1@10 for a checkpoint to be shippable
 
 
-class _RawTexts:
-    """Frozen text-tower embeddings, computed once per distinct phrase for the whole benchmark."""
-
-    def __init__(self, encode: Callable[[Sequence[str]], np.ndarray]) -> None:
-        self.encode, self.cache = encode, {}
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if missing:
-            self.cache.update(zip(missing, np.asarray(self.encode(missing), dtype=np.float32), strict=True))
-        return np.stack([self.cache[t] for t in texts])
-
-
 class Scorer:
     """Scores heads on cached features: paper protocol + t2i mAP per val domain, held-out F1@10."""
 
-    def __init__(self, base, raw_texts: _RawTexts, logits_of: Callable[[np.ndarray], np.ndarray],
+    def __init__(self, base, raw_texts: TextMemo, logits_of: Callable[[np.ndarray], np.ndarray],
                  val: tuple[list, np.ndarray], heldout: tuple[list, np.ndarray], draws: int = 6) -> None:
         cfg = base.config
         self.raw_texts, self.draws = raw_texts, draws
@@ -169,7 +157,7 @@ def run_federated_benchmark(
     train = split_features(data_root, "train", encoder.image_features, feature_cache, per_class=train_per_class)
     val = split_features(data_root, "val", encoder.image_features, feature_cache)
     heldout = split_features(data_root, "pretrain", encoder.image_features, feature_cache, per_class=heldout_per_class)
-    raw_texts = _RawTexts(encoder.text_tower.encode)
+    raw_texts = TextMemo(encoder.text_tower.encode)
     logits_of = encoder.image_tower.logits_from_pooled
     scorer = Scorer(base, raw_texts, logits_of, val, heldout)
     synonyms = read_synonyms(data_root)

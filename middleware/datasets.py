@@ -127,3 +127,9 @@ def limit_per_class(items: list[LabelledImage], per_class: int | None) -> list[L
             seen[key] += 1
             kept.append(item)
     return kept
+
+
+def photo_caption(label: str) -> str:
+    """The caption a labelled photo is indexed with: ``a photo of a koala``, ``an abacus``."""
+    article = "an" if label[:1].lower() in "aeiou" else "a"
+    return f"a photo of {article} {label}"

@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from middleware.datasets import photo_caption
 from pmirs.cli import build_parser
 from pmirs.commands import demo
 from retriever.testing import free_port
@@ -27,7 +28,7 @@ def test_demo_end_to_end_and_resumable(tmp_path: Path, demo_dir: Path, lite_enco
         url = env.server_url
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/healthz", timeout=2)  # stopped when the environment closed
-    indexed = {f"a photo of a {p.parent.name.replace('_', ' ')}" for p in env.photos}
+    indexed = {photo_caption(p.parent.name.replace("_", " ")) for p in env.photos}
     for who, query, result in rows:
         assert result.items, (who, query)
         assert all(item.caption in indexed for item in result.items)  # decrypted on the client

@@ -103,9 +103,10 @@ def _spread(found: Sequence[Any], limit: int | None) -> list[Any]:
 def _index(client: Any, collection: str, photos: Sequence[Any], desc: str, progress: bool) -> tuple[int, int]:
     from tqdm import tqdm
 
+    from middleware.datasets import photo_caption
     from middleware.payloads import ImageItem
 
-    items = [ImageItem(p.path, f"a photo of a {p.label}", None,
+    items = [ImageItem(p.path, photo_caption(p.label), None,
                        {"label": p.label, "domain": p.domain, "file": p.path.name}) for p in photos]
     client.create_collection(collection)
     with tqdm(total=len(items), desc=desc, unit="photo", disable=not progress, file=sys.stderr) as bar:

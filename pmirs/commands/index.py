@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     """Scan, check every file, then index in chunks with a progress bar."""
     from tqdm import tqdm
 
-    from middleware.datasets import LabelledImage, scan_image_folder
+    from middleware.datasets import LabelledImage, photo_caption, scan_image_folder
     from middleware.encoder import create_encoder
     from middleware.payloads import ImageItem, check_image
     from pmirs.errors import InvalidImageError
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         private = {"label": entry.label, "domain": entry.domain,
                    "file": str(entry.path.relative_to(args.dir))}
         public = {"label": entry.label, **({"domain": entry.domain} if entry.domain else {})}
-        return ImageItem(entry.path, f"a photo of a {entry.label}", public if args.public_label else None,
+        return ImageItem(entry.path, photo_caption(entry.label), public if args.public_label else None,
                          private)
 
     encoder = create_encoder(args.encoder, args.encoder_heads)

@@ -10,6 +10,7 @@ from middleware.datasets import (
     limit_per_class,
     load_split,
     open_image,
+    photo_caption,
     read_synonyms,
     scan_image_folder,
 )
@@ -75,3 +76,8 @@ def test_label_from_folder_and_limit_per_class(tmp_path):
     _img(tmp_path / "dog" / "d.jpg")
     kept = limit_per_class(scan_image_folder(tmp_path), 2)
     assert [i.path.name for i in kept] == ["a.jpg", "b.jpg", "d.jpg"]
+
+
+def test_photo_caption_uses_the_right_article():
+    assert photo_caption("koala") == "a photo of a koala"
+    assert photo_caption("African elephant") == "a photo of an African elephant"
