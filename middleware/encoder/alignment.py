@@ -100,7 +100,7 @@ def train_heads_on_pretrain(
     data_root: str | Path,
     out: str | Path,
     cache_dir: str | Path = "cache/features",
-    per_class: int | None = 100,
+    per_class: int | None = 60,
     holdout_fraction: float = 0.25,
     train_config: TrainConfig | None = None,
     tune: bool = True,
