@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from benchmarks.quality import evaluate_domain
-from middleware.datasets import read_synonyms
+from middleware.datasets import PHRASE_IMAGENET, read_synonyms
 from middleware.encoder.base import TextMemo
 from middleware.encoder.conse import conse_embed
 from middleware.encoder.heads import DualHeads
@@ -208,7 +208,7 @@ def pick_best(results: dict) -> dict | None:
 def register_bench(sub: argparse._SubParsersAction) -> None:
     """Add ``pmirs bench federated``."""
     parser = sub.add_parser("federated", help="federated fine-tuning: base vs centralized vs FedAvg/FedProx/DP/SecAgg+")
-    parser.add_argument("--data", default="/work/shared/data/phrase-imagenet", help="phrase-imagenet root")
+    parser.add_argument("--data", default=str(PHRASE_IMAGENET), help="phrase-imagenet root")
     parser.add_argument("--out", default="fed.json", help="results JSON (.md and .png written beside it)")
     parser.add_argument("--feature-cache", default="cache/features", help="cached tower features directory")
     parser.add_argument("--work-dir", default="runs/federated", help="partition stores and checkpoints")

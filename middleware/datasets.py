@@ -133,3 +133,7 @@ def photo_caption(label: str) -> str:
     """The caption a labelled photo is indexed with: ``a photo of a koala``, ``an abacus``."""
     article = "an" if label[:1].lower() in "aeiou" else "a"
     return f"a photo of {article} {label}"
+
+
+# Where the team's benchmark data sits: `shared/` beside the repository checkout (see its README).
+PHRASE_IMAGENET = Path(__file__).resolve().parents[2] / "shared" / "data" / "phrase-imagenet"

@@ -11,7 +11,9 @@ import argparse
 import json
 from pathlib import Path
 
-DEFAULT_DATA = "/work/shared/data/phrase-imagenet"
+from middleware.datasets import PHRASE_IMAGENET
+
+DEFAULT_DATA = str(PHRASE_IMAGENET)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="dataset root with pretrain/<label>/* (and classes.csv)")
     parser.add_argument("--out", default=str(DEFAULT_HEADS_PATH), help="checkpoint to write")
     parser.add_argument("--feature-cache", default="cache/features")
-    parser.add_argument("--per-class", type=int, default=60, help="photos per class (0 = all; the shipped heads used 60)")
+    parser.add_argument("--per-class", type=int, default=60,
+                        help="photos per class (0 = all; the shipped heads used 60)")
     parser.add_argument("--holdout", type=float, default=0.25, help="share of classes held out to check transfer")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-3)
