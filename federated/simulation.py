@@ -8,6 +8,7 @@ one SuperNode per client, each SuperNode given its own partition store through n
 from __future__ import annotations
 
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ class DeploymentPlan:
             "set -euo pipefail",
             "export FLWR_TELEMETRY_ENABLED=0 RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1",
             f"export FLWR_HOME={shlex.quote(str(self.flwr_home))}",
+            "# The SuperLink starts `flower-superexec` by name: this installation's bin comes first.",
+            f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"',
             'mkdir -p "$FLWR_HOME"',
             f"cat > \"$FLWR_HOME/config.toml\" <<'EOF'\n{self.flower_config}EOF",
             "pids=()",

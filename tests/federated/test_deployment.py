@@ -57,8 +57,11 @@ def test_superlink_two_supernodes_one_round(
     assert "--disable-runtime-dependency-installation" in plan.superlink
     plan.flwr_home.mkdir()
     (plan.flwr_home / "config.toml").write_text(plan.flower_config)
-    env = {**os.environ, "FLWR_HOME": str(plan.flwr_home), "FLWR_TELEMETRY_ENABLED": "0"}
     bin_dir = Path(os.sys.executable).parent
+    # The SuperLink spawns `flower-superexec` by name: the venv's bin must be on PATH even when the
+    # tests run as `.venv/bin/pytest` without an activated venv (as `make test` does).
+    env = {**os.environ, "FLWR_HOME": str(plan.flwr_home), "FLWR_TELEMETRY_ENABLED": "0",
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     def start(cmd: list[str], log: str) -> subprocess.Popen:
         handle = (tmp_path / log).open("w")
