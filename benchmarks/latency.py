@@ -29,10 +29,10 @@ from tqdm import tqdm
 from middleware.client import PrivacyMiddleware
 from middleware.codecs import PlainCodec, PrivateCodec
 from middleware.encoder import Encoder
-from middleware.flows import encode_vector
 from middleware.keystore import Keystore
 from middleware.payloads import text_payload
 from middleware.transport import ClientIdentity, PlainChannel, SealedChannel
+from pmirs.protocol.vectors import encode_vector
 from retriever.testing import ServiceProcess, register_user
 
 DEFAULT_ITEMS = (1_000, 10_000, 100_000)

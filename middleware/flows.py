@@ -30,7 +30,7 @@ from middleware.payloads import (
     text_payload,
 )
 from pmirs.errors import ConflictError, InvalidMessage, NotFoundError
-from pmirs.protocol.encoding import b64url_encode
+from pmirs.protocol.vectors import decode_vector, encode_vector
 
 T = TypeVar("T")
 Request = tuple[str, dict[str, Any]]
@@ -56,11 +56,6 @@ class IndexReport:
     added: int = 0
     skipped: int = 0
     ids: list[str] = field(default_factory=list)
-
-
-def encode_vector(vector: np.ndarray) -> str:
-    """Wire form of a vector: base64url of little-endian float32 (as the retriever expects)."""
-    return b64url_encode(np.asarray(vector, dtype="<f4").tobytes())
 
 
 class Flows:
@@ -289,7 +284,7 @@ class Flows:
             if reencode:
                 moved_vectors = self._reencode(old, new, got["items"])
             else:
-                vectors = np.stack([_decode_vector(it["vector"]) for it in got["items"]])
+                vectors = np.stack([decode_vector(it["vector"]) for it in got["items"]])
                 moved_vectors = self.codec.reproject(old, new, vectors)
             batch = [{"id": it["id"], "vector": encode_vector(vec), "public": it["public"],
                       "ciphertext": self.codec.reseal(old, new, it["id"], it["ciphertext"])}
@@ -317,12 +312,6 @@ class Flows:
         if texts:
             vectors[texts] = self.encoder.encode_texts([parsed[i].text or "" for i in texts])
         return self.codec.projection(new, vectors.shape[1]).project(vectors, for_storage=True)
-
-
-def _decode_vector(text: str) -> np.ndarray:
-    from pmirs.protocol.encoding import b64url_decode
-
-    return np.frombuffer(b64url_decode(text), dtype="<f4").astype(np.float32)
 
 
 def _strip(answer: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from pmirs.errors import ConflictError, InvalidMessage, RequestError
-from pmirs.protocol.encoding import b64url_decode, b64url_encode
+from pmirs.errors import ConflictError, RequestError
+from pmirs.protocol.vectors import decode_vector, encode_vector
 from retriever.store import CollectionInfo, StoredItem, VectorStore, check_ids, check_name, check_public
 
 MAX_CIPHERTEXT_CHARS = 4 * 1024 * 1024
@@ -32,20 +32,12 @@ class Limits:
         self.max_k = max_k
 
 
-def encode_vector(vector: np.ndarray) -> str:
-    """float32 little-endian bytes as base64url (the wire form of a vector)."""
-    return b64url_encode(np.asarray(vector, dtype="<f4").tobytes())
-
-
-def decode_vector(text: object) -> np.ndarray:
-    """Inverse of :func:`encode_vector`; a malformed vector is a caller error, not a crypto one."""
+def _vector(text: object) -> np.ndarray:
+    """A request's vector; a malformed one is a caller error, not a crypto one."""
     try:
-        raw = b64url_decode(text)
-    except InvalidMessage as e:
-        raise RequestError("vector must be base64url of float32 bytes") from e
-    if not raw or len(raw) % 4:
-        raise RequestError("vector must be base64url of float32 bytes")
-    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+        return decode_vector(text)
+    except ValueError as e:
+        raise RequestError(str(e)) from e
 
 
 def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
@@ -104,7 +96,7 @@ def add_items(store: VectorStore, tenant: str, body: Body, limits: Limits) -> Bo
         ciphertext = _field(raw, "ciphertext", str)
         if len(ciphertext) > MAX_CIPHERTEXT_CHARS:
             raise RequestError("item ciphertext too large")
-        items.append(StoredItem(_field(raw, "id", str), decode_vector(raw.get("vector")), ciphertext,
+        items.append(StoredItem(_field(raw, "id", str), _vector(raw.get("vector")), ciphertext,
                                 key_version, check_public(raw.get("public"))))
     check_ids([it.id for it in items], limits.max_items)
     staging = _field(body, "staging", bool, False)
@@ -158,7 +150,7 @@ def query(store: VectorStore, tenant: str, body: Body, limits: Limits) -> Body:
     if where is not None and not isinstance(where, dict):
         raise RequestError("where must be an object")
     start = time.perf_counter()
-    hits = store.query(tenant, name, decode_vector(body.get("vector")), k, where or None)
+    hits = store.query(tenant, name, _vector(body.get("vector")), k, where or None)
     search_ms = (time.perf_counter() - start) * 1000
     return {
         "results": [{"id": h.id, "score": h.score, "ciphertext": h.ciphertext, "key_version": h.key_version,

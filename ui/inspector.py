@@ -20,7 +20,7 @@ import numpy as np
 
 from middleware.codecs import PrivateCodec
 from middleware.encoder.base import Encoder
-from middleware.flows import encode_vector
+from pmirs.protocol.vectors import encode_vector
 
 PREVIEW = 6  # vector components shown
 
