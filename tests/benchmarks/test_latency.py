@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from hash_encoder import HashEncoder
 
 from benchmarks.latency import (
     STAGES,
@@ -18,29 +17,6 @@ from benchmarks.latency import (
     synthetic_vectors,
     write_latency_plot,
 )
-from middleware.encoder.base import Encoder, l2_normalise
-
-
-class HashEncoder(Encoder):
-    """Deterministic stand-in encoder (16-d): each word hashes to a random direction."""
-
-    name = "hash"
-    dim = 16
-
-    @property
-    def version(self) -> str:
-        return "hash-v1"
-
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in text.lower().split():
-                seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "big")
-                out[i] += np.random.default_rng(seed).standard_normal(self.dim)
-        return l2_normalise(out + 1e-3)
-
-    def encode_images(self, images: Sequence, batch_size: int = 32) -> np.ndarray:
-        raise NotImplementedError("the latency benchmark only encodes text queries")
 
 
 def test_synthetic_vectors_are_reproducible_unit_rows_around_their_centres() -> None:
