@@ -15,18 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PAPER_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {}",
-    "an image of the {}",
-    "a detailed depiction of a {}",
-    "a scene containing a {}",
-    "a close-up view of the {}",
-    "a snapshot showing a {}",
-    "a typical representation of a {}",
-    "a natural picture featuring a {}",
-    "a visual example of a {}",
-    "a realistic image that includes a {}",
-)
+from middleware.encoder.templates import PAPER_TEMPLATES
+
 PAPER_LOGIT_SCALE = 100.0
 
 

@@ -68,18 +68,14 @@ class LiteEncoder(Encoder):
         return f"lite-{self.checkpoint.version}"
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        if len(texts) <= SINGLE_THREAD_TEXTS:
-            with _intra_op_threads(1):
-                return self.embed_text_features(self.text_tower.encode(texts, batch_size=batch_size))
-        return self.embed_text_features(self.text_tower.encode(texts, batch_size=batch_size))
+        with _intra_op_threads(1 if len(texts) <= SINGLE_THREAD_TEXTS else torch.get_num_threads()):
+            return self.embed_text_features(self.text_tower.encode(texts, batch_size=batch_size))
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if len(images) <= SINGLE_THREAD_IMAGES:
-            with _intra_op_threads(1):
-                return self.embed_image_features(self.image_features(images, batch_size=batch_size))
-        return self.embed_image_features(self.image_features(images, batch_size=batch_size))
+        with _intra_op_threads(1 if len(images) <= SINGLE_THREAD_IMAGES else torch.get_num_threads()):
+            return self.embed_image_features(self.image_features(images, batch_size=batch_size))
 
     def image_features(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         """Pooled tower features (n, 1280): what the feature cache stores."""

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from benchmarks.paper_protocol import PAPER_TEMPLATES
 from middleware.encoder.heads import DualHeads
 from middleware.encoder.loss import ClipLoss
+from middleware.encoder.templates import PAPER_TEMPLATES
 
 
 @dataclass
