@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,30 +22,36 @@ from benchmarks.quality import evaluate_domain
 from middleware.datasets import PHRASE_IMAGENET, read_synonyms
 from middleware.encoder.base import TextMemo
 from middleware.encoder.conse import conse_embed
+from middleware.encoder.features import TowerOutputs
 from middleware.encoder.heads import DualHeads
+from middleware.encoder.training import PhraseBank, TrainingExamples
 
 N_VALUES: tuple[int | str, ...] = (5, 10, 15, "all")
 FORGETTING_TOLERANCE = 0.02  # max drop of held-out F1@10 for a checkpoint to be shippable
+DEFAULT_RUNS = ("centralized", "fedavg-iid", "fedavg-noniid", "fedprox-noniid", "fedavgm-noniid", "dp-iid",
+                "secagg-iid")
 
 
 class Scorer:
     """Scores heads on cached features: paper protocol + t2i mAP per val domain, held-out F1@10."""
 
-    def __init__(self, base, raw_texts: TextMemo, logits_of: Callable[[np.ndarray], np.ndarray],
-                 val: tuple[list, np.ndarray], heldout: tuple[list, np.ndarray], draws: int = 6) -> None:
+    def __init__(self, base, raw_texts: TextMemo, val: tuple[list, TowerOutputs], heldout: tuple[list, TowerOutputs],
+                 draws: int = 6) -> None:
         cfg = base.config
         self.raw_texts, self.draws = raw_texts, draws
 
-        def inputs(items, pooled):
-            conse = conse_embed(logits_of(pooled), base.class_bank, cfg.conse_top_k, cfg.conse_temperature)
-            return torch.from_numpy(conse.astype(np.float32)), torch.from_numpy(pooled.astype(np.float32))
+        def inputs(rows: np.ndarray, out: TowerOutputs) -> TrainingExamples:
+            conse = conse_embed(out.logits[rows], base.class_bank, cfg.conse_top_k, cfg.conse_temperature)
+            return TrainingExamples(conse.astype(np.float32), out.pooled[rows], np.zeros(len(rows), dtype=int),
+                                    PhraseBank(np.zeros((0, 1)), np.zeros(0)),
+                                    None if out.maps is None else out.maps[rows])
 
+        items, out = val
         self.val = {}
-        items, pooled = val
         for domain in dict.fromkeys(i.domain for i in items):
             rows = np.flatnonzero([i.domain == domain for i in items])
-            self.val[domain] = ([items[r].label for r in rows], *inputs([items[r] for r in rows], pooled[rows]))
-        self.heldout = ([i.label for i in heldout[0]], *inputs(*heldout))
+            self.val[domain] = ([items[r].label for r in rows], inputs(rows, out))
+        self.heldout = ([i.label for i in heldout[0]], inputs(np.arange(len(heldout[0])), heldout[1]))
 
     @torch.inference_mode()
     def __call__(self, heads: DualHeads) -> dict:
@@ -55,15 +61,18 @@ class Scorer:
         def encode_texts(texts: Sequence[str]) -> np.ndarray:
             return heads.encode_text(torch.from_numpy(self.raw_texts(list(texts)))).numpy()
 
+        def encode_images(data: TrainingExamples) -> np.ndarray:
+            pooled = heads.pooled_features(data.image_inputs(heads, slice(None)))
+            return heads.encode_image(torch.from_numpy(data.conse), pooled).numpy()
+
         out: dict = {"f1": {}, "map": {}}
-        for domain, (labels, conse, pooled) in self.val.items():
-            emb = heads.encode_image(conse, pooled).numpy()
-            paper, retrieval = evaluate_domain(emb, labels, encode_texts, N_VALUES, self.draws)
+        for domain, (labels, data) in self.val.items():
+            paper, retrieval = evaluate_domain(encode_images(data), labels, encode_texts, N_VALUES, self.draws)
             out["f1"][domain] = {n: round(s["f1"], 4) for n, s in paper.items()}
             out["map"][domain] = round(retrieval["t2i_map"], 4)
         out["mean_f1"] = {str(n): round(float(np.mean([f[str(n)] for f in out["f1"].values()])), 4) for n in N_VALUES}
-        labels, conse, pooled = self.heldout
-        paper, _ = evaluate_domain(heads.encode_image(conse, pooled).numpy(), labels, encode_texts, (10,), self.draws)
+        labels, data = self.heldout
+        paper, _ = evaluate_domain(encode_images(data), labels, encode_texts, (10,), self.draws)
         out["heldout_f1@10"] = round(paper["10"]["f1"], 4)
         return out
 
@@ -71,25 +80,26 @@ class Scorer:
 def _centralized(base, parts_root: Path, settings: dict, rounds: int, scorer: Scorer) -> dict:
     """Upper bound: the same training loop on the union of every client's store, no Flower."""
     from federated.partition import load_partition
-    from federated.task import FederatedSettings, make_examples
-    from middleware.encoder.training import PhraseBank, TrainConfig, TrainingExamples, train_epochs
+    from federated.task import FederatedSettings, build_heads, make_examples
+    from middleware.encoder.training import TrainConfig, train_epochs
 
     stores = [load_partition(d) for d in sorted(parts_root.iterdir())]
     classes = sorted({c for s in stores for c in s.classes})
-    conse, pooled, labels, phrase_emb = [], [], [], {}
+    conse, pooled, maps, labels, phrase_emb = [], [], [], [], {}
     for store in stores:
         data = make_examples(store, base)
         conse.append(data.conse)
         pooled.append(data.pooled)
+        maps.append(data.maps)
         labels.append(np.asarray([classes.index(store.classes[k]) for k in store.labels]))
         for k, name in enumerate(store.classes):
             phrase_emb[name] = store.phrase_emb[store.phrase_owner == k]
     emb = np.concatenate([phrase_emb[c] for c in classes])
     own = np.concatenate([np.full(len(phrase_emb[c]), i) for i, c in enumerate(classes)])
     union = TrainingExamples(np.concatenate(conse), np.concatenate(pooled), np.concatenate(labels),
-                             PhraseBank(emb, own))
+                             PhraseBank(emb, own), None if maps[0] is None else np.concatenate(maps))
     s = FederatedSettings.from_config(settings)
-    heads = base.build()
+    heads = build_heads(base, s)
     history, seconds = [scorer(heads)], []
     for r in range(rounds):
         started = time.perf_counter()
@@ -105,7 +115,7 @@ def _federated(name: str, base, parts_root: Path, num_clients: int, settings: di
                work_dir: Path) -> dict:
     """One Flower simulation, scored after every round through the ServerApp's round callback."""
     from federated.simulation import simulate
-    from federated.task import load_exchange_state
+    from federated.task import FederatedSettings, build_heads, load_exchange_state
 
     states: list[dict[str, np.ndarray]] = []
 
@@ -120,12 +130,12 @@ def _federated(name: str, base, parts_root: Path, num_clients: int, settings: di
                         num_clients, on_round=on_round)
     history = []
     for state in states:
-        heads = base.build()
+        heads = build_heads(base, FederatedSettings.from_config(settings))
         load_exchange_state(heads, state)
         history.append(scorer(heads))
     print(f"  {name}: mean F1 per round (N=5) {[h['mean_f1']['5'] for h in history]}", flush=True)
     return {"history": history, "round_seconds": manifest["round_seconds"], "checkpoint": manifest.get("checkpoint"),
-            "wall_seconds": time.perf_counter() - started, "settings": settings}
+            "wall_seconds": time.perf_counter() - started, "settings": settings, "dp": manifest["dp"]}
 
 
 def run_federated_benchmark(
@@ -138,34 +148,40 @@ def run_federated_benchmark(
     settings: dict | None = None,
     dp_noise: float = 0.05,
     dp_clip: float = 0.5,
-    runs: Sequence[str] = ("centralized", "fedavg-iid", "fedavg-noniid", "fedprox-noniid", "dp-iid", "secagg-iid"),
+    runs: Sequence[str] = DEFAULT_RUNS,
     train_per_class: int = 100,
     heldout_per_class: int = 60,
 ) -> dict:
     """Run every configuration, write ``out`` (JSON) plus ``.md`` and ``.png`` beside it."""
     from federated.partition import partition_indices, write_partitions
     from federated.report import write_federated_report
-    from middleware.encoder.features import split_features
-    from middleware.encoder.lite import LiteEncoder
+    from federated.task import load_base
+    from middleware.datasets import limit_per_class, scan_image_folder
+    from middleware.encoder.features import tower_outputs
+    from middleware.encoder.towers import ImageTower, TextTower
 
     data_root, work_dir, out = Path(data_root), Path(work_dir), Path(out)
     # Clients' own evaluation is skipped: every round is scored here on val/ instead.
     settings = {"num-server-rounds": rounds, "fraction-evaluate": 0.0, **(settings or {})}
-    encoder = LiteEncoder(settings.get("heads-path") or None)
-    base = encoder.checkpoint
-    print(f"base heads {base.version}; loading cached features", flush=True)
-    train = split_features(data_root, "train", encoder.image_features, feature_cache, per_class=train_per_class)
-    val = split_features(data_root, "val", encoder.image_features, feature_cache)
-    heldout = split_features(data_root, "pretrain", encoder.image_features, feature_cache, per_class=heldout_per_class)
-    raw_texts = TextMemo(encoder.text_tower.encode)
-    logits_of = encoder.image_tower.logits_from_pooled
-    scorer = Scorer(base, raw_texts, logits_of, val, heldout)
+    base = load_base(settings.get("heads-path"))
+    with_maps = bool(settings.get("tower-head"))
+    print(f"base heads {base.version}; loading cached features{' and pre-head maps' if with_maps else ''}", flush=True)
+    image_tower = ImageTower()
+
+    def split(name: str, per_class: int | None) -> tuple[list, TowerOutputs]:
+        items = limit_per_class(scan_image_folder(data_root / name), per_class)
+        return items, tower_outputs(items, image_tower, feature_cache, with_maps, desc=f"features {name}")
+
+    train, val, heldout = split("train", train_per_class), split("val", None), split("pretrain", heldout_per_class)
+    raw_texts = TextMemo(TextTower().encode)
+    scorer = Scorer(base, raw_texts, val, heldout)
     synonyms = read_synonyms(data_root)
     roots = {}
     for scheme in ("iid", "domain"):
         roots[scheme] = work_dir / f"partitions-{scheme}-{clients}"
         parts = partition_indices(train[0], clients, scheme)
-        write_partitions(roots[scheme], train[0], train[1], logits_of(train[1]), parts, synonyms, raw_texts)
+        write_partitions(roots[scheme], train[0], train[1].pooled, train[1].logits, parts, synonyms, raw_texts,
+                         train[1].maps)
     results: dict = {"base_version": base.version, "clients": clients, "rounds": rounds, "settings": settings,
                      "runs": {"base": {"history": [scorer(base.build())]}}}
     print(f"zero-shot base: mean F1 {results['runs']['base']['history'][0]['mean_f1']}", flush=True)
@@ -173,6 +189,7 @@ def run_federated_benchmark(
         "fedavg-iid": ("iid", {}),
         "fedavg-noniid": ("domain", {}),
         "fedprox-noniid": ("domain", {"strategy": "fedprox", "proximal-mu": 0.1}),
+        "fedavgm-noniid": ("domain", {"strategy": "fedavgm", "server-momentum": 0.9}),
         "dp-iid": ("iid", {"dp-noise-multiplier": dp_noise, "dp-clipping-norm": dp_clip}),
         "secagg-iid": ("iid", {"secagg": True}),
     }
@@ -217,10 +234,13 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--local-epochs", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
+    parser.add_argument("--tower-head", action="store_true",
+                        help="every run also tunes the image tower's last conv layer (caches pre-head maps)")
+    parser.add_argument("--train-text", action="store_true", help="every run also tunes the text head")
     parser.add_argument("--dp-noise", type=float, default=0.05, help="DP noise multiplier of the DP run")
     parser.add_argument("--dp-clip", type=float, default=0.5, help="DP clipping norm of the DP run")
     parser.add_argument("--heads", default="", help="base heads checkpoint (default: the shipped one)")
-    parser.add_argument("--runs", default="centralized,fedavg-iid,fedavg-noniid,fedprox-noniid,dp-iid,secagg-iid")
+    parser.add_argument("--runs", default=",".join(DEFAULT_RUNS))
     parser.add_argument("--train-per-class", type=int, default=100, help="train/ photos per class (cached)")
     parser.add_argument("--heldout-per-class", type=int, default=60, help="pretrain/ photos per class (cached)")
     parser.set_defaults(func=_main)
@@ -228,7 +248,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     settings = {"local-epochs": args.local_epochs, "learning-rate": args.learning_rate, "anchor": args.anchor,
-                "heads-path": args.heads}
+                "heads-path": args.heads, "tower-head": args.tower_head, "train-text": args.train_text}
     results = run_federated_benchmark(
         args.data, args.out, args.feature_cache, args.work_dir, args.clients, args.rounds, settings,
         dp_noise=args.dp_noise, dp_clip=args.dp_clip, runs=[r for r in args.runs.split(",") if r],

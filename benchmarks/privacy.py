@@ -50,7 +50,7 @@ class PrivacyData:
     source: str
 
 
-def _cache_ready(data_root: Path, split: str, cache_dir: Path, image_size: int) -> bool:
+def _cache_ready(data_root: Path, split: str, cache_dir: Path, image_size: int, feature_format: str) -> bool:
     """True when every photo folder of the split already has a feature-cache file (no extraction)."""
     from middleware.encoder.features import _folder_cache_path  # the cache's own naming rule
 
@@ -58,7 +58,7 @@ def _cache_ready(data_root: Path, split: str, cache_dir: Path, image_size: int) 
         folders = {item.path.parent for item in scan_image_folder(data_root / split)}
     except Exception:  # missing or empty split: fall back to the demo photos
         return False
-    return all(_folder_cache_path(cache_dir, f, image_size).is_file() for f in folders)
+    return all(_folder_cache_path(cache_dir, f, image_size, feature_format).is_file() for f in folders)
 
 
 def load_privacy_data(encoder: Encoder, data_root: Path | None, split: str, cache_dir: Path,
@@ -70,10 +70,11 @@ def load_privacy_data(encoder: Encoder, data_root: Path | None, split: str, cach
 
     size = getattr(getattr(encoder, "config", None), "image_size", 224)
     if (data_root is not None and isinstance(encoder, LiteEncoder)
-            and _cache_ready(Path(data_root), split, Path(cache_dir), size)):
+            and _cache_ready(Path(data_root), split, Path(cache_dir), size, encoder.feature_format)):
         domains = load_split(data_root, split)
-        _, pooled = split_features(data_root, split, encoder.image_features, cache_dir, size)
-        emb, source = encoder.embed_image_features(pooled), f"{data_root}/{split} (cached features)"
+        _, features = split_features(data_root, split, encoder.image_features, cache_dir, size,
+                                     feature_format=encoder.feature_format)
+        emb, source = encoder.embed_image_features(features), f"{data_root}/{split} (cached features)"
     else:
         domains = {}
         for item in scan_image_folder(demo_dir):

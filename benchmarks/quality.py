@@ -49,9 +49,9 @@ def embed_items(
     from middleware.encoder.lite import LiteEncoder
 
     if isinstance(encoder, LiteEncoder) and feature_cache is not None:
-        _, pooled = split_features(data_root, split, encoder.image_features, feature_cache,
-                                   encoder.config.image_size)
-        return encoder.embed_image_features(pooled)
+        _, features = split_features(data_root, split, encoder.image_features, feature_cache,
+                                     encoder.config.image_size, feature_format=encoder.feature_format)
+        return encoder.embed_image_features(features)
     return encoder.encode_images([open_image(item.path) for item in items])
 
 

@@ -10,14 +10,15 @@ the same. A turn is:
        text as its passage); below the relevance threshold the fixed not-found answer is given
        without calling the model; otherwise :class:`GroundedChat` answers and cites [n].
 
-The default thresholds are tuned for the lite encoder (cosine scores through the private pipeline;
-its centring lifts every cosine, unrelated ones included, so the values are high). On
+Thresholds default to the values calibrated for the encoder's heads (:mod:`chatbot.relevance`).
+Those of the zero-shot base heads (cosine scores through the private pipeline; centring lifts
+every cosine, unrelated ones included, so the values are high) came from this probe: on
 ``data/demo`` (168 photos) the best photo for 12 related questions scored 0.60-0.84 (median 0.76)
 and for 10 unrelated ones ("what is the capital of Peru?", "explain recursion in python", ...)
 0.51-0.58: :data:`DEFAULT_THRESHOLD` = 0.59 sits in that narrow gap. Text items score higher
 against text questions: on the shop's policies and catalogue 8 answerable questions scored
 0.67-0.88 and 6 unrelated ones 0.60-0.65, hence :data:`DEFAULT_TEXT_THRESHOLD` = 0.66. Other
-encoders (or other heads) need their own values.
+heads carry their own values (``pmirs bench relevance`` measures them).
 
 Example::
 
@@ -46,9 +47,10 @@ from typing import Any
 
 from chatbot.grounding import NOT_FOUND_ANSWER, ContextItem, GroundedAnswer, GroundedChat
 from chatbot.memory import ConversationMemory, condense_query, is_follow_up
+from chatbot.relevance import BASE_THRESHOLDS, resolve_thresholds
 
-DEFAULT_THRESHOLD = 0.59  # lite encoder, image items: related >= 0.60, unrelated <= 0.58 (module docstring)
-DEFAULT_TEXT_THRESHOLD = 0.66  # lite encoder, text items: related >= 0.67, unrelated <= 0.65
+DEFAULT_THRESHOLD = BASE_THRESHOLDS.image  # base heads, image items: related >= 0.60, unrelated <= 0.58
+DEFAULT_TEXT_THRESHOLD = BASE_THRESHOLDS.text  # base heads, text items: related >= 0.67, unrelated <= 0.65
 IMAGE_QUESTION = "What is this?"  # the question when a photo comes without one
 # The grounding rules phrased for a personal collection. Qwen2.5-0.5B answered "No, I don't know." to
 # "Do I have a photo of a sports car?" with "[1] image: a photo of a sports car" in context under the
@@ -287,14 +289,16 @@ class Assistant:
 
 
 def create_assistant(middleware: Any, collections: str | Sequence[str], llm: Any, *, k: int = 4,
-                     threshold: float = DEFAULT_THRESHOLD, system_prompt: str = COLLECTION_SYSTEM_PROMPT,
-                     text_threshold: float = DEFAULT_TEXT_THRESHOLD, **options: Any) -> Assistant:
-    """The assistant ``pmirs ask``/``chat`` and the UI use: lite-encoder threshold, collection prompt.
+                     threshold: float | None = None, system_prompt: str = COLLECTION_SYSTEM_PROMPT,
+                     text_threshold: float | None = None, **options: Any) -> Assistant:
+    """The assistant ``pmirs ask``/``chat`` and the UI use: calibrated thresholds, collection prompt.
 
-    ``llm`` is a :class:`chatbot.llm.LocalLLM` (or anything with its methods); ``options`` go to
-    :class:`Assistant` (``where``, ``memory``, ``to_context``, ``not_found`` ...).
+    ``llm`` is a :class:`chatbot.llm.LocalLLM` (or anything with its methods); thresholds left as
+    None are those calibrated for the middleware's encoder; ``options`` go to :class:`Assistant`
+    (``where``, ``memory``, ``to_context``, ``not_found`` ...).
     """
-    chat = GroundedChat(llm, threshold=threshold, system_prompt=system_prompt, text_threshold=text_threshold)
+    limits = resolve_thresholds(middleware, threshold, text_threshold)
+    chat = GroundedChat(llm, threshold=limits.image, system_prompt=system_prompt, text_threshold=limits.text)
     return Assistant(middleware, collections, chat, k=k, **options)
 
 

@@ -36,9 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatbot.assistant import DEFAULT_TEXT_THRESHOLD, DEFAULT_THRESHOLD, Assistant, AssistantReply, with_answer
+from chatbot.assistant import Assistant, AssistantReply, with_answer
 from chatbot.grounding import ContextItem, GroundedChat, is_refusal
 from chatbot.memory import ConversationMemory
+from chatbot.relevance import resolve_thresholds
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "demo"  # where catalogue photo paths point
@@ -172,13 +173,14 @@ class CustomerServiceBot:
         llm: the local model (:class:`chatbot.llm.LocalLLM`).
         collection: where :func:`index_catalogue` put the shop.
         k: items retrieved per question.
-        threshold: relevance threshold (default tuned for the lite encoder).
+        threshold: relevance threshold of products (None: calibrated for the encoder's heads).
     """
 
     def __init__(self, middleware: Any, llm: Any, collection: str = "shop", *, k: int = 3,
-                 threshold: float = DEFAULT_THRESHOLD, memory: ConversationMemory | None = None,
-                 text_threshold: float = DEFAULT_TEXT_THRESHOLD) -> None:
-        chat = GroundedChat(llm, threshold=threshold, system_prompt=SHOP_SYSTEM_PROMPT, text_threshold=text_threshold)
+                 threshold: float | None = None, memory: ConversationMemory | None = None,
+                 text_threshold: float | None = None) -> None:
+        limits = resolve_thresholds(middleware, threshold, text_threshold)
+        chat = GroundedChat(llm, threshold=limits.image, system_prompt=SHOP_SYSTEM_PROMPT, text_threshold=limits.text)
         self.assistant = Assistant(middleware, collection, chat, k=k, image_where={"type": "product"}, memory=memory,
                                    to_context=shop_context, not_found=HANDOFF_ANSWER)
 

@@ -67,7 +67,7 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         base = task.load_base(settings.heads_path)
         task.check_base(base, config.get(task.BASE_VERSION_KEY))
         data = task.make_examples(load_partition(partition_dir(context, settings)), base)
-        return settings, base.build(), data
+        return settings, task.build_heads(base, settings), data
 
     @app.train(mods=[_optional_clipping])
     def train(msg: Message, context: Context) -> Message:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from middleware.datasets import LabelledImage, labels_of, read_synonyms, scan_image_folder
+from middleware.encoder.features import TowerOutputs
 from middleware.encoder.training import class_phrases
 from pmirs.errors import DatasetError, FederatedError
 
@@ -24,10 +25,11 @@ PARTITION_SCHEMES = ("iid", "domain", "dirichlet")
 PARTITION_FILE = "partition.json"
 FEATURES_FILE = "features.npz"
 PHRASES_FILE = "phrases.npz"
+MAPS_FILE = "maps.npy"  # optional pre-head maps (n, 320, 7, 7) float16, for tuning the tower head
 PARTITION_FORMAT = "pmirs-fed-partition/1"
 
-# (photos) -> (pooled (n, 1280), ImageNet logits (n, 1000)) from the frozen image tower.
-ExtractFn = Callable[[Sequence[LabelledImage]], tuple[np.ndarray, np.ndarray]]
+# (photos) -> the frozen image tower's outputs for them (pooled, logits and optionally pre-head maps).
+ExtractFn = Callable[[Sequence[LabelledImage]], TowerOutputs]
 # (phrases) -> raw text-tower embeddings (n, 384).
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
 
@@ -88,6 +90,7 @@ class ClientPartition:
     logits: np.ndarray  # (n, 1000) image-tower ImageNet logits (for ConSE)
     phrase_emb: np.ndarray  # (p, 384) raw text-tower embeddings of the class phrases
     phrase_owner: np.ndarray  # (p,) class index of each phrase, sorted
+    maps: np.ndarray | None = None  # (n, 320, 7, 7) float16 pre-head maps (memory-mapped), if stored
 
     def __len__(self) -> int:
         return len(self.items)
@@ -100,8 +103,12 @@ def write_partition(
     logits: np.ndarray,
     synonyms: dict[str, list[str]],
     encode_texts: EncodeFn,
+    maps: np.ndarray | None = None,
 ) -> Path:
-    """Write one client's store (photo list, tower outputs, phrase embeddings); returns the dir."""
+    """Write one client's store (photo list, tower outputs, phrase embeddings); returns the dir.
+
+    ``maps`` (pre-head maps) are needed only by runs that tune the tower's last layer.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     classes = labels_of(list(items))
@@ -116,6 +123,10 @@ def write_partition(
         "items": [{"path": str(i.path), "label": i.label, "domain": i.domain} for i in items],
     }
     np.savez(directory / FEATURES_FILE, pooled=pooled.astype(np.float16), logits=logits.astype(np.float16))
+    if maps is not None:
+        np.save(directory / MAPS_FILE, np.asarray(maps, dtype=np.float16))
+    else:
+        (directory / MAPS_FILE).unlink(missing_ok=True)
     np.savez(directory / PHRASES_FILE, embeddings=np.asarray(encode_texts(phrases), dtype=np.float32),
              owner=np.asarray(owner))
     (directory / PARTITION_FILE).write_text(json.dumps(listing, indent=1) + "\n")
@@ -128,8 +139,8 @@ def prepare_partition(directory: str | Path, data_dir: str | Path, extract: Extr
     The towers run here, once; federated rounds then only read the store.
     """
     items = scan_image_folder(data_dir)
-    pooled, logits = extract(items)
-    return write_partition(directory, items, pooled, logits, read_synonyms(data_dir), encode_texts)
+    out = extract(items)
+    return write_partition(directory, items, out.pooled, out.logits, read_synonyms(data_dir), encode_texts, out.maps)
 
 
 def load_partition(directory: str | Path) -> ClientPartition:
@@ -147,15 +158,16 @@ def load_partition(directory: str | Path) -> ClientPartition:
         phrases = np.load(directory / PHRASES_FILE)
         pooled, logits = features["pooled"].astype(np.float32), features["logits"].astype(np.float32)
         phrase_emb, phrase_owner = phrases["embeddings"].astype(np.float32), phrases["owner"]
+        maps = np.load(directory / MAPS_FILE, mmap_mode="r") if (directory / MAPS_FILE).is_file() else None
     except (OSError, ValueError, KeyError) as exc:
         raise DatasetError(f"not a federated partition store: {directory} ({exc})") from exc
     classes = list(listing["classes"])
     items = [LabelledImage(Path(i["path"]), i["label"], i.get("domain")) for i in listing["items"]]
     index = {label: k for k, label in enumerate(classes)}
     labels = np.asarray([index[i.label] for i in items])
-    if len(pooled) != len(items) or len(logits) != len(items):
+    if len(pooled) != len(items) or len(logits) != len(items) or (maps is not None and len(maps) != len(items)):
         raise DatasetError(f"partition store {directory} lists {len(items)} photos but holds {len(pooled)} features")
-    return ClientPartition(items, classes, labels, pooled, logits, phrase_emb, phrase_owner)
+    return ClientPartition(items, classes, labels, pooled, logits, phrase_emb, phrase_owner, maps)
 
 
 def write_partitions(
@@ -166,6 +178,7 @@ def write_partitions(
     parts: Sequence[np.ndarray],
     synonyms: dict[str, list[str]],
     encode_texts: EncodeFn,
+    maps: np.ndarray | None = None,
 ) -> list[Path]:
     """Write ``client-<k>`` stores under ``out_root`` from features already extracted for ``items``.
 
@@ -184,7 +197,7 @@ def write_partitions(
     for k, part in enumerate(parts):
         dirs.append(write_partition(
             Path(out_root) / client_dir_name(k), [items[i] for i in part], pooled[part], logits[part],
-            synonyms, encode_once,
+            synonyms, encode_once, None if maps is None else maps[part],
         ))
     return dirs
 

@@ -15,8 +15,13 @@ def federated_markdown(results: dict) -> str:
     runs = results["runs"]
     base = runs["base"]["history"][0]
     domains = list(base["f1"])
+    settings = results.get("settings", {})
+    trained = "image heads" + (" + tower's last conv layer" if settings.get("tower-head") else "") + (
+        " + text head" if settings.get("train-text") else "")
     lines = [f"# Federated fine-tuning: {results['clients']} clients, {results['rounds']} rounds "
-             f"(base heads `{results['base_version']}`)", ""]
+             f"(base heads `{results['base_version']}`)", "",
+             f"Trained: {trained}; {settings.get('local-epochs', '?')} local epoch(s) per round, learning rate "
+             f"{settings.get('learning-rate', '?')}, anchor {settings.get('anchor', '?')}.", ""]
     head = " | ".join(f"{d} F1@5 | {d} F1@10" for d in domains)
     lines += [f"| run | {head} | mean F1@5 | mean F1@10 | mean mAP | held-out F1@10 | s/round |",
               "|---|" + "---|" * (2 * len(domains) + 5)]
@@ -28,6 +33,11 @@ def federated_markdown(results: dict) -> str:
         per_round = f"{sum(seconds) / len(seconds):.1f}" if seconds else "-"
         lines.append(f"| {name} | {cells} | {final['mean_f1']['5']:.3f} | {final['mean_f1']['10']:.3f} | "
                      f"{mean_map:.3f} | {final['heldout_f1@10']:.3f} | {per_round} |")
+    for name, run in runs.items():
+        dp = (run.get("dp") or {})
+        if dp.get("enabled"):
+            lines += ["", f"{name}: noise multiplier {dp['noise_multiplier']}, clipping norm {dp['clipping_norm']}, "
+                          f"client-level epsilon {dp['epsilon']:.3g} at delta {dp['delta']:g} ({dp['accountant']})"]
     best = results.get("best")
     lines += ["", f"Best shippable federated checkpoint: `{best['checkpoint']}` ({best['run']})" if best
               else "No federated checkpoint passed the forgetting check."]

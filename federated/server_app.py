@@ -20,9 +20,16 @@ from flwr.server import LegacyContext, ServerConfig
 from flwr.server.strategy import FedAvg as LegacyFedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideFixedClipping,
+    FedAvg,
+    FedAvgM,
+    FedProx,
+    Strategy,
+)
 
 from federated import task
+from federated.accounting import DEFAULT_DELTA, client_level_epsilon
 
 # Called after every round (0 = the initial weights) with the global heads' exchanged state
 # (load it with ``task.load_exchange_state``).
@@ -41,6 +48,9 @@ def create_strategy(settings: task.FederatedSettings) -> Strategy:
     }
     if settings.strategy == "fedprox":
         strategy: Strategy = FedProx(proximal_mu=settings.proximal_mu, **common)
+    elif settings.strategy == "fedavgm":
+        strategy = FedAvgM(server_learning_rate=settings.server_learning_rate,
+                           server_momentum=settings.server_momentum, **common)
     else:
         strategy = FedAvg(**common)
     if settings.dp:
@@ -117,11 +127,24 @@ def _run_secaggplus(grid: Grid, context: Context, settings: task.FederatedSettin
     return parameters_to_ndarrays(compat.arrayrecord_to_parameters(final, keep_input=True)), history
 
 
+def dp_manifest(settings: task.FederatedSettings) -> dict:
+    """DP settings of a run and, when DP is on, the client-level (epsilon, delta) it spent."""
+    record: dict[str, Any] = {"enabled": settings.dp, "noise_multiplier": settings.dp_noise_multiplier,
+                              "clipping_norm": settings.dp_clipping_norm,
+                              "mode": "central, client-side fixed clipping"}
+    if settings.dp:
+        record["delta"] = DEFAULT_DELTA
+        record["epsilon"] = client_level_epsilon(settings.dp_noise_multiplier, settings.num_server_rounds,
+                                                 settings.fraction_train, DEFAULT_DELTA)
+        record["accountant"] = "PRV accountant (upper bound), client-level, sampling rate = fraction-train"
+    return record
+
+
 def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
                on_round: RoundCallback | None = None) -> dict:
     """Run every round; save the aggregated heads when ``out-dir`` is set; returns the manifest."""
     base = task.load_base(settings.heads_path)
-    heads = base.build()
+    heads = task.build_heads(base, settings)
     clock = _RoundClock(on_round)
     if settings.secagg:
         keys = list(task.exchange_state(heads))
@@ -138,10 +161,12 @@ def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
         "partition": settings.partition,
         "strategy": settings.strategy,
         "proximal_mu": settings.proximal_mu,
+        "server_momentum": settings.server_momentum if settings.strategy == "fedavgm" else 0.0,
         "local_epochs": settings.local_epochs,
+        "tower_head": settings.tower_head,
+        "train_text": settings.train_text,
         "learning_rate": settings.learning_rate,
-        "dp": {"enabled": settings.dp, "noise_multiplier": settings.dp_noise_multiplier,
-               "clipping_norm": settings.dp_clipping_norm, "mode": "central, client-side fixed clipping"},
+        "dp": dp_manifest(settings),
         "secagg": settings.secagg,
         "base_version": base.version,
         "round_seconds": clock.seconds,

@@ -20,12 +20,19 @@ import torch
 
 from federated.partition import ClientPartition
 from middleware.encoder.conse import conse_embed
-from middleware.encoder.heads import DualHeads, HeadsCheckpoint, load_heads, save_heads
+from middleware.encoder.heads import (
+    BASE_HEADS_PATH,
+    DualHeads,
+    HeadsCheckpoint,
+    load_heads,
+    save_heads,
+    with_tower_head,
+)
 from middleware.encoder.loss import ClipLoss
 from middleware.encoder.training import PhraseBank, TrainConfig, TrainingExamples, train_epochs
 from pmirs.errors import FederatedError
 
-STRATEGIES = ("fedavg", "fedprox")
+STRATEGIES = ("fedavg", "fedprox", "fedavgm")
 BASE_VERSION_KEY = "base-version"  # the server pins the base heads; clients refuse another one
 NUM_EXAMPLES_KEY = "num-examples"  # FedAvg weights client updates by this metric
 
@@ -39,8 +46,10 @@ class FederatedSettings:
     batch_size: int = 256  # contrastive batch (in-batch negatives)
     learning_rate: float = 1e-3  # client AdamW learning rate
     anchor: float = 3e-2  # L2 pull of the residual heads toward zero (= the base); keeps held-out F1
-    strategy: str = "fedavg"  # "fedavg" or "fedprox" (for non-IID clients)
+    strategy: str = "fedavg"  # "fedavg", "fedprox" or "fedavgm" (the last two for non-IID clients)
     proximal_mu: float = 0.0  # FedProx pull toward the round's global weights
+    server_momentum: float = 0.9  # FedAvgM: momentum of the server's update (damps client drift)
+    server_learning_rate: float = 1.0  # FedAvgM: step of the server's update
     fraction_train: float = 1.0  # share of connected clients sampled per round
     fraction_evaluate: float = 1.0  # share asked to score the global heads on their photos (0 = skip)
     min_nodes: int = 2  # wait for this many clients before a round starts
@@ -50,7 +59,9 @@ class FederatedSettings:
     secagg_num_shares: float = 1.0  # SecAgg+ shares per client: <= 1 a share of the clients, > 2 a count
     secagg_reconstruction_threshold: float = 0.67  # SecAgg+ shares to unmask a dropout (same convention)
     secagg_max_weight: int = 5000  # SecAgg+ bound on a client's example count (quantisation scale)
-    heads_path: str = ""  # base heads checkpoint ("" = the shipped default)
+    tower_head: bool = False  # also tune the image tower's last conv layer (stores need pre-head maps)
+    train_text: bool = False  # also tune the text head (off: queries keep the base's text space)
+    heads_path: str = ""  # base heads checkpoint ("" = the shipped zero-shot base)
     out_dir: str = ""  # where the aggregated checkpoint + manifest go ("" = not saved)
     partitions_root: str = ""  # simulation: client k reads <root>/client-<k> (node config overrides)
     partition: str = ""  # how the data was split (recorded in the manifest)
@@ -119,8 +130,8 @@ def _coerce(value: Any, kind: type) -> Any:
 
 
 def load_base(heads_path: str | Path | None = None) -> HeadsCheckpoint:
-    """The base heads checkpoint (config, weights, ConSE bank); ``""``/None = the shipped one."""
-    return load_heads(heads_path or None)
+    """The base heads checkpoint (config, weights, ConSE bank); ``""``/None = the shipped zero-shot base."""
+    return load_heads(heads_path or BASE_HEADS_PATH)
 
 
 def check_base(base: HeadsCheckpoint, expected: str | None) -> None:
@@ -128,6 +139,22 @@ def check_base(base: HeadsCheckpoint, expected: str | None) -> None:
     ConSE inputs computed with another class bank would silently poison the average."""
     if expected and base.version != expected:
         raise FederatedError(f"base heads {base.version} differ from the server's {expected}; restart the run")
+
+
+def build_heads(base: HeadsCheckpoint, settings: FederatedSettings) -> DualHeads:
+    """The heads a run trains and exchanges, identical on the server and every client.
+
+    From the base: with ``tower-head``, plus a copy of the image tower's last conv layer; the text
+    head is frozen unless ``train-text`` (text queries then keep the base's space, so a chat's
+    relevance thresholds and unrelated questions behave as before). Frozen parts never travel.
+    """
+    heads = base.build()
+    if settings.tower_head:
+        from middleware.encoder.towers import ImageTower
+
+        heads = with_tower_head(heads, ImageTower().model)
+    heads.text_residual.requires_grad_(settings.train_text)
+    return heads
 
 
 def make_examples(partition: ClientPartition, base: HeadsCheckpoint) -> TrainingExamples:
@@ -139,6 +166,7 @@ def make_examples(partition: ClientPartition, base: HeadsCheckpoint) -> Training
         pooled=partition.pooled,
         labels=partition.labels,
         phrases=PhraseBank(partition.phrase_emb, partition.phrase_owner),
+        maps=partition.maps,
     )
 
 
@@ -157,7 +185,8 @@ def test(heads: DualHeads, data: TrainingExamples, seed: int = 0) -> dict[str, f
     """CLIP loss and top-1 accuracy of each photo against its client's class phrases."""
     heads.eval()
     rng = np.random.default_rng(seed)
-    image = heads.encode_image(torch.from_numpy(data.conse), torch.from_numpy(data.pooled))
+    pooled = heads.pooled_features(data.image_inputs(heads, slice(None)))
+    image = heads.encode_image(torch.from_numpy(data.conse), pooled)
     text = heads.encode_text(torch.from_numpy(data.phrases.sample(data.labels, rng)))
     loss = ClipLoss()(image, text, heads.logit_scale, torch.from_numpy(data.labels))
     class_text = heads.encode_text(torch.from_numpy(class_means(data.phrases)))
@@ -171,19 +200,27 @@ def class_means(phrases: PhraseBank) -> np.ndarray:
     return np.stack([phrases.embeddings[phrases.owner == c].mean(axis=0) for c in classes]).astype(np.float32)
 
 
+def trainable_keys(heads: DualHeads) -> list[str]:
+    """Names of the parameters a run trains (what travels), in state-dict order."""
+    return [k for k, v in heads.named_parameters() if v.requires_grad]
+
+
 def exchange_state(heads: DualHeads) -> dict[str, torch.Tensor]:
     """What travels each round: the trainable parameters only, scalars as shape-(1,) arrays.
 
-    Buffers (the ConSE centre) stay as the base checkpoint has them, so DP noise never touches
-    them; and flwr 1.42's client-side clipping (``compute_clip_model_update``) silently skips 0-d
-    arrays, which would leave the learnable temperature unclipped in DP rounds.
+    Buffers (the ConSE centre, the tower head's BatchNorm statistics) and frozen parameters stay
+    as the base has them, so DP noise never touches them; and flwr 1.42's client-side clipping
+    (``compute_clip_model_update``) silently skips 0-d arrays, which would leave the learnable
+    temperature unclipped in DP rounds.
     """
-    return {k: v.detach().reshape(1) if v.dim() == 0 else v.detach() for k, v in heads.named_parameters()}
+    params = dict(heads.named_parameters())
+    return {k: params[k].detach().reshape(1) if params[k].dim() == 0 else params[k].detach()
+            for k in trainable_keys(heads)}
 
 
 def load_exchange_state(heads: DualHeads, state: Mapping[str, Any]) -> None:
     """Load exchanged parameters (torch tensors or numpy arrays) into the heads' own shapes."""
-    keys = [k for k, _ in heads.named_parameters()]
+    keys = trainable_keys(heads)
     if list(state) != keys:
         raise FederatedError(f"weights do not fit the heads: expected {keys}, got {list(state)}")
     full = heads.state_dict()
@@ -201,7 +238,7 @@ def get_weights(heads: DualHeads) -> list[np.ndarray]:
 
 def set_weights(heads: DualHeads, arrays: Sequence[np.ndarray]) -> None:
     """Load arrays in state-dict order into the heads (shapes must match)."""
-    keys = [k for k, _ in heads.named_parameters()]
+    keys = trainable_keys(heads)
     if len(keys) != len(arrays):
         raise FederatedError(f"expected {len(keys)} weight arrays, got {len(arrays)}")
     load_exchange_state(heads, dict(zip(keys, arrays, strict=True)))

@@ -15,6 +15,7 @@ import streamlit as st
 
 from chatbot.grounding import GroundedChat
 from chatbot.llm import LLMSettings, LocalLLM
+from chatbot.relevance import resolve_thresholds
 from middleware.encoder import create_encoder
 from middleware.encoder.base import Encoder
 from pmirs.errors import PMIRSError
@@ -116,8 +117,9 @@ def ask(config: UIConfig, session: UserSession, collection: str, question: str,
     render_question(record)
     with st.chat_message("assistant"):
         try:
+            limits = resolve_thresholds(session.client, config.threshold, None)
             chat = GroundedChat(get_llm(config.model, config.n_ctx, config.n_threads, config.max_tokens),
-                                threshold=config.threshold)
+                                threshold=limits.image, text_threshold=limits.text)
             parts = stream_turn(session, session.assistant(collection, chat, config.k), record, suite=config.suite)
             with st.spinner("Searching privately…"):
                 first = next(parts, "")  # the private search, then the model's first token

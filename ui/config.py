@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatbot.assistant import DEFAULT_THRESHOLD
 from chatbot.model_files import DEFAULT_MODEL
 from pmirs.protocol.suites import DEFAULT_SUITE
 
@@ -36,7 +35,7 @@ class UIConfig:
     n_ctx: int = 4096  # the model's context window
     n_threads: int = 2  # llama.cpp threads
     k: int = 6  # results retrieved per question
-    threshold: float = DEFAULT_THRESHOLD  # minimum score for an item to ground the answer (lite encoder)
+    threshold: float | None = None  # minimum score of an image item to ground the answer (None: the heads')
     n_blocks: int = 4  # BlockProjection blocks; must match the indexing client's
     suite: str = DEFAULT_SUITE  # wire cipher suite
 
@@ -56,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-ctx", type=int, default=4096)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--k", type=int, default=6)
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    p.add_argument("--threshold", type=float, help="image-item relevance threshold (default: the heads' own)")
     return p
 
 

@@ -108,6 +108,10 @@ class RecordingEncoder(Encoder):
     def version(self) -> str:
         return self.inner.version
 
+    @property
+    def relevance(self) -> dict[str, float] | None:
+        return self.inner.relevance
+
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         out = self.inner.encode_texts(texts, batch_size)
         self.last = np.array(out[-1]) if len(out) else None

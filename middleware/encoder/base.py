@@ -25,6 +25,11 @@ class Encoder(ABC):
     def version(self) -> str:
         """A short identifier of the exact weights (towers + heads)."""
 
+    @property
+    def relevance(self) -> dict[str, float] | None:
+        """Calibrated chat relevance thresholds ``{"image", "text"}`` for these weights, if known."""
+        return None
+
     @abstractmethod
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Embed texts; returns ``(len(texts), dim)`` float32 with unit-norm rows."""

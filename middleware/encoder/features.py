@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from middleware.datasets import LabelledImage, open_image
 
-FEATURE_FORMAT = "lite0-pooled-v1"
+if TYPE_CHECKING:
+    from middleware.encoder.towers import ImageTower
+
+POOLED_FORMAT = "lite0-pooled-v1"  # (1280,) pooled features per photo
+PREHEAD_FORMAT = "lite0-prehead-v1"  # (320, 7, 7) input of the last conv layer (~31 KB per photo)
 
 
-def _folder_cache_path(cache_dir: Path, folder: Path, image_size: int) -> Path:
-    digest = hashlib.sha256(f"{FEATURE_FORMAT}:{image_size}:{folder.resolve()}".encode()).hexdigest()[:20]
+def _folder_cache_path(cache_dir: Path, folder: Path, image_size: int, feature_format: str) -> Path:
+    digest = hashlib.sha256(f"{feature_format}:{image_size}:{folder.resolve()}".encode()).hexdigest()[:20]
     return cache_dir / f"{digest}.npz"
 
 
@@ -50,8 +56,9 @@ def cached_image_features(
     image_size: int = 224,
     batch_size: int = 64,
     desc: str = "image features",
+    feature_format: str = POOLED_FORMAT,
 ) -> np.ndarray:
-    """Pooled features for ``items``; photos not cached yet go through ``extract(list[PIL.Image])``.
+    """Features (of ``feature_format``) for ``items``; photos not cached yet go through ``extract(list[PIL.Image])``.
 
     The cache holds one file per photo folder (file name -> features), so any selection of photos
     reuses what an earlier, different selection computed.
@@ -61,7 +68,7 @@ def cached_image_features(
     folders: dict[Path, list[int]] = {}
     for index, item in enumerate(items):
         folders.setdefault(item.path.parent, []).append(index)
-    caches = {f: _load_folder_cache(_folder_cache_path(cache_dir, f, image_size)) for f in folders}
+    caches = {f: _load_folder_cache(_folder_cache_path(cache_dir, f, image_size, feature_format)) for f in folders}
     keys = [_photo_key(item.path) for item in items]
     missing = [i for i, item in enumerate(items) if keys[i] not in caches[item.path.parent]]
     if missing:
@@ -74,7 +81,8 @@ def cached_image_features(
                 progress.update(len(chunk))
                 touched = {items[i].path.parent for i in chunk}
                 for folder in touched:
-                    _save_folder_cache(_folder_cache_path(cache_dir, folder, image_size), caches[folder])
+                    _save_folder_cache(_folder_cache_path(cache_dir, folder, image_size, feature_format),
+                                       caches[folder])
     if not items:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([caches[item.path.parent][keys[i]] for i, item in enumerate(items)]).astype(np.float32)
@@ -87,11 +95,48 @@ def split_features(
     cache_dir: str | Path,
     image_size: int = 224,
     per_class: int | None = None,
+    feature_format: str = POOLED_FORMAT,
 ) -> tuple[list[LabelledImage], np.ndarray]:
     """Photos of ``<data_root>/<split>`` (the first ``per_class`` of each label, if given) and
-    their cached pooled features (one cache file per selection)."""
+    their cached features (one cache file per photo folder)."""
     from middleware.datasets import limit_per_class, scan_image_folder
 
     items = limit_per_class(scan_image_folder(Path(data_root) / split), per_class)
-    features = cached_image_features(items, extract, cache_dir, image_size, desc=f"features {split}")
+    features = cached_image_features(items, extract, cache_dir, image_size, desc=f"features {split}",
+                                     feature_format=feature_format)
     return items, features
+
+
+@dataclass
+class TowerOutputs:
+    """Everything the frozen image tower gives a set of photos, for training without re-running it."""
+
+    pooled: np.ndarray  # (n, 1280) pooled features
+    logits: np.ndarray  # (n, 1000) ImageNet logits (ConSE reads them)
+    maps: np.ndarray | None  # (n, 320, 7, 7) pre-head maps, only when a tower head is to be tuned
+
+
+def tower_outputs(
+    items: Sequence[LabelledImage],
+    tower: ImageTower,
+    cache_dir: str | Path,
+    with_maps: bool = False,
+    image_size: int = 224,
+    desc: str = "image features",
+) -> TowerOutputs:
+    """Cached tower outputs for ``items``: one tower pass per new photo, whichever format is cached.
+
+    With ``with_maps`` the cache keeps the pre-head maps and the pooled features are recomputed
+    from them (a 1x1 conv, milliseconds); otherwise it keeps only the pooled features.
+    """
+    from middleware.encoder.preprocess import images_to_array
+
+    if with_maps:
+        maps = cached_image_features(items, lambda ims: tower.prehead_maps(images_to_array(ims, size=image_size)),
+                                     cache_dir, image_size, desc=desc, feature_format=PREHEAD_FORMAT)
+        pooled = tower.pooled_from_maps(maps)
+    else:
+        maps = None
+        pooled = cached_image_features(items, lambda ims: tower.features(images_to_array(ims, size=image_size))[0],
+                                       cache_dir, image_size, desc=desc, feature_format=POOLED_FORMAT)
+    return TowerOutputs(pooled, tower.logits_from_pooled(pooled), maps)

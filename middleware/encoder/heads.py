@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,8 @@ from torch.nn import functional as F
 from pmirs.errors import ModelUnavailableError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_HEADS_PATH = WEIGHTS_DIR / "lite-heads.pt"
+BASE_HEADS_PATH = WEIGHTS_DIR / "lite-heads.pt"  # the zero-shot base: never saw a benchmark class
+DEFAULT_HEADS_PATH = BASE_HEADS_PATH  # what encoders load when no heads are named
 
 
 @dataclass
@@ -41,7 +42,38 @@ class HeadsConfig:
     center_strength: float = 0.0  # how much of the mean class-name embedding both sides subtract
     image_size: int = 224  # input resolution of the image tower (photos are resized to it)
     init_logit_scale: float = math.log(1 / 0.07)  # CLIP's initial temperature
+    tower_head: bool = False  # also tune the image tower's last conv layer (reads pre-head maps)
     extra: dict = field(default_factory=dict)  # free-form notes (training data, metrics)
+
+
+class TowerHead(nn.Module):
+    """A trainable copy of the image tower's last conv layer (1x1 conv 320->1280, BN, ReLU6, pool).
+
+    Tuning it adapts the tower to the photos at hand (e.g. 64-px thumbnails) where a linear head on
+    frozen pooled features cannot. Its BatchNorm keeps the tower's running statistics (always
+    eval mode): client batches are too small and too skewed to re-estimate them.
+    """
+
+    def __init__(self, in_channels: int = 320, out_channels: int = 1280) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels, eps=1e-3)
+
+    def copy_from_tower(self, model: nn.Module) -> None:
+        """Start from the pretrained tower's own conv head (an EfficientNet-Lite ``_conv_head``/``_bn1``)."""
+        with torch.no_grad():
+            self.conv.weight.copy_(model._conv_head.weight)
+            self.bn.load_state_dict(model._bn1.state_dict())
+            self.bn.eps = model._bn1.eps
+
+    def train(self, mode: bool = True) -> TowerHead:
+        super().train(mode)
+        self.bn.eval()
+        return self
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """Pooled 1280-d features from (n, 320, 7, 7) pre-head maps."""
+        return F.relu6(self.bn(self.conv(maps))).mean(dim=(2, 3))
 
 
 class DualHeads(nn.Module):
@@ -55,6 +87,7 @@ class DualHeads(nn.Module):
         self.image_features = nn.Linear(config.image_feature_dim, config.dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(config.init_logit_scale))
         self.register_buffer("center", torch.zeros(config.dim))
+        self.tower_head = TowerHead() if config.tower_head else None
         for layer in (self.text_residual, self.image_residual, self.image_features):
             nn.init.zeros_(layer.weight)
             if layer.bias is not None:
@@ -71,6 +104,15 @@ class DualHeads(nn.Module):
         pooled = F.normalize(pooled, dim=-1)
         return F.normalize(base + self.image_residual(conse_emb) + self.image_features(pooled), dim=-1)
 
+    def pooled_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled features for the image residual: through the tuned tower head when there is one
+        (``features`` are then pre-head maps), else ``features`` as they are (frozen pooled)."""
+        if self.tower_head is None:
+            return features
+        if features.dim() != 4:
+            raise ValueError("these heads tune the tower's last layer: pass pre-head maps (n, 320, 7, 7)")
+        return self.tower_head(features)
+
     def residual_norm(self) -> torch.Tensor:
         """Squared size of everything the heads add to the zero-shot base (for regularisation)."""
         return sum(
@@ -85,6 +127,17 @@ def create_base_heads(config: HeadsConfig, class_bank: np.ndarray) -> DualHeads:
     with torch.no_grad():
         heads.center.copy_(torch.from_numpy(np.asarray(class_bank, dtype=np.float32).mean(axis=0)))
     return heads
+
+
+def with_tower_head(heads: DualHeads, tower_model: nn.Module) -> DualHeads:
+    """A copy of ``heads`` that also tunes the tower's last conv layer, starting from the tower's own
+    weights: its outputs equal those of ``heads`` until it is trained."""
+    if heads.tower_head is not None:
+        return heads
+    extended = DualHeads(replace(heads.config, tower_head=True))
+    extended.load_state_dict(heads.state_dict(), strict=False)
+    extended.tower_head.copy_from_tower(tower_model)
+    return extended
 
 
 @dataclass

@@ -12,6 +12,7 @@ from PIL import Image
 
 from middleware.encoder.base import Encoder
 from middleware.encoder.conse import conse_embed
+from middleware.encoder.features import POOLED_FORMAT, PREHEAD_FORMAT
 from middleware.encoder.heads import HeadsCheckpoint, load_heads
 from middleware.encoder.preprocess import images_to_array
 from middleware.encoder.towers import ImageTower, TextTower
@@ -77,12 +78,23 @@ class LiteEncoder(Encoder):
         with _intra_op_threads(1 if len(images) <= SINGLE_THREAD_IMAGES else torch.get_num_threads()):
             return self.embed_image_features(self.image_features(images, batch_size=batch_size))
 
+    @property
+    def relevance(self) -> dict[str, float] | None:
+        return self.config.extra.get("relevance")
+
+    @property
+    def feature_format(self) -> str:
+        """What :meth:`image_features` returns (the feature cache keeps formats apart)."""
+        return PREHEAD_FORMAT if self.heads.tower_head is not None else POOLED_FORMAT
+
     def image_features(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        """Pooled tower features (n, 1280): what the feature cache stores."""
+        """Frozen tower outputs, what the feature cache stores: pooled features (n, 1280), or the
+        pre-head maps (n, 320, 7, 7) when these heads tune the tower's last layer."""
+        extract = self.image_tower.prehead_maps if self.heads.tower_head is not None else (
+            lambda batch: self.image_tower.features(batch)[0])
         chunks = []
         for start in range(0, len(images), batch_size):
-            batch = images_to_array(images[start : start + batch_size], size=self.config.image_size)
-            chunks.append(self.image_tower.features(batch)[0])
+            chunks.append(extract(images_to_array(images[start : start + batch_size], size=self.config.image_size)))
         return np.concatenate(chunks).astype(np.float32)
 
     @torch.inference_mode()
@@ -92,12 +104,15 @@ class LiteEncoder(Encoder):
         return out.numpy().astype(np.float32)
 
     @torch.inference_mode()
-    def embed_image_features(self, pooled: np.ndarray) -> np.ndarray:
-        """Shared-space embeddings from pooled tower features (cached or fresh)."""
-        pooled = np.asarray(pooled, dtype=np.float32)
-        logits = self.image_tower.logits_from_pooled(pooled)
+    def embed_image_features(self, features: np.ndarray) -> np.ndarray:
+        """Shared-space embeddings from :meth:`image_features` output (cached or fresh).
+
+        ConSE always reads the frozen tower's classifier; a tuned tower head only feeds the residual.
+        """
+        features = np.asarray(features, dtype=np.float32)
+        frozen = self.image_tower.pooled_from_maps(features) if features.ndim == 4 else features
+        logits = self.image_tower.logits_from_pooled(frozen)
         conse = conse_embed(logits, self.class_bank, self.config.conse_top_k, self.config.conse_temperature)
-        out = self.heads.encode_image(
-            torch.from_numpy(conse.astype(np.float32)), torch.from_numpy(pooled)
-        )
+        pooled = self.heads.pooled_features(torch.from_numpy(features))
+        out = self.heads.encode_image(torch.from_numpy(conse.astype(np.float32)), pooled)
         return out.numpy().astype(np.float32)

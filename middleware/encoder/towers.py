@@ -17,6 +17,7 @@ import torch
 from pmirs.errors import ModelUnavailableError
 
 IMAGE_FEATURE_DIM = 1280
+PREHEAD_SHAPE = (320, 7, 7)  # input of the last conv layer at 224 px
 IMAGENET_CLASSES = 1000
 TEXT_DIM = 384
 
@@ -62,6 +63,25 @@ class ImageTower:
         pooled = fmap.mean(dim=(2, 3))
         logits = self.model._fc(pooled)
         return pooled.numpy().astype(np.float32), logits.numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def prehead_maps(self, batch: np.ndarray) -> np.ndarray:
+        """Input of the tower's last conv layer, (n, 320, 7, 7) at 224 px: what a tuned head reads."""
+        m = self.model
+        x = m._swish(m._bn0(m._conv_stem(torch.from_numpy(np.ascontiguousarray(batch)))))
+        for block in m._blocks:
+            x = block(x, drop_connect_rate=0.0)  # eval mode: drop-connect is off anyway
+        return x.numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def pooled_from_maps(self, maps: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """The frozen last conv layer + pooling on cached pre-head maps (= ``features``' pooled)."""
+        m = self.model
+        out = []
+        for start in range(0, len(maps), batch_size):
+            x = torch.from_numpy(np.asarray(maps[start : start + batch_size], dtype=np.float32))
+            out.append(m._swish(m._bn1(m._conv_head(x))).mean(dim=(2, 3)).numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, IMAGE_FEATURE_DIM), np.float32)
 
     def logits_from_pooled(self, pooled: np.ndarray) -> np.ndarray:
         """Apply the tower's own ImageNet classifier to cached pooled features."""

@@ -61,9 +61,18 @@ class TrainingExamples:
     pooled: np.ndarray  # (n, 1280) pooled tower features (frozen)
     labels: np.ndarray  # (n,) class index into the phrase bank
     phrases: PhraseBank
+    maps: np.ndarray | None = None  # (n, 320, 7, 7) pre-head maps, float16: only to tune the tower head
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def image_inputs(self, heads: DualHeads, idx: np.ndarray | slice) -> torch.Tensor:
+        """What ``heads.pooled_features`` reads for these rows: maps when the heads tune the tower."""
+        if heads.tower_head is None:
+            return torch.from_numpy(np.asarray(self.pooled[idx], dtype=np.float32))
+        if self.maps is None:
+            raise ValueError("these heads tune the tower's last layer, but the examples hold no pre-head maps")
+        return torch.from_numpy(np.asarray(self.maps[idx], dtype=np.float32))
 
 
 @dataclass
@@ -89,10 +98,10 @@ def train_epochs(
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     loss_fn = ClipLoss()
-    optimiser = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=0.0)
-    global_params = [p.detach().clone() for p in heads.parameters()] if config.proximal_mu else None
+    trainable = [p for p in heads.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
+    global_params = [p.detach().clone() for p in trainable] if config.proximal_mu else None
     conse = torch.from_numpy(np.asarray(data.conse, dtype=np.float32))
-    pooled = torch.from_numpy(np.asarray(data.pooled, dtype=np.float32))
     heads.train()
     epoch_loss = float("nan")
     for epoch in range(config.epochs):
@@ -102,13 +111,13 @@ def train_epochs(
             idx = order[start : start + config.batch_size]
             labels = data.labels[idx]
             text = torch.from_numpy(data.phrases.sample(labels, rng))
-            image_emb = heads.encode_image(conse[idx], pooled[idx])
+            image_emb = heads.encode_image(conse[idx], heads.pooled_features(data.image_inputs(heads, idx)))
             text_emb = heads.encode_text(text)
             loss = loss_fn(image_emb, text_emb, heads.logit_scale, torch.from_numpy(labels))
             total = loss + config.anchor * heads.residual_norm()
             if global_params is not None:
                 total = total + config.proximal_mu / 2 * sum(
-                    ((p - g) ** 2).sum() for p, g in zip(heads.parameters(), global_params, strict=True)
+                    ((p - g) ** 2).sum() for p, g in zip(trainable, global_params, strict=True)
                 )
             optimiser.zero_grad()
             total.backward()

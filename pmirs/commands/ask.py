@@ -17,15 +17,14 @@ from pmirs.commands.keys import UsageError, add_client_options, open_client
 
 def add_assistant_options(p: argparse.ArgumentParser, *, collection_help: str) -> None:
     """Collection, retrieval, model and client options common to ``ask`` and ``chat``."""
-    from chatbot.assistant import DEFAULT_TEXT_THRESHOLD, DEFAULT_THRESHOLD
     from chatbot.model_files import DEFAULT_MODEL
 
     p.add_argument("--collection", action="append", help=collection_help)
     p.add_argument("--k", type=int, default=4, help="items retrieved per question (default 4)")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"minimum relevance of an image item (default {DEFAULT_THRESHOLD}, tuned for the lite encoder)")
-    p.add_argument("--text-threshold", type=float, default=DEFAULT_TEXT_THRESHOLD,
-                   help=f"minimum relevance of a text item (default {DEFAULT_TEXT_THRESHOLD})")
+    p.add_argument("--threshold", type=float,
+                   help="minimum relevance of an image item (default: calibrated for the encoder's heads)")
+    p.add_argument("--text-threshold", type=float,
+                   help="minimum relevance of a text item (default: calibrated for the encoder's heads)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or .gguf path (default {DEFAULT_MODEL})")
     p.add_argument("--max-tokens", type=int, default=256, help="longest answer in tokens (default 256)")
     p.add_argument("--n-ctx", type=int, default=4096, help="model context window in tokens (default 4096)")

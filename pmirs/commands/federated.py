@@ -32,11 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--local-epochs", type=int, default=3)
     sim.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
     sim.add_argument("--learning-rate", type=float, default=1e-3)
-    sim.add_argument("--strategy", choices=("fedavg", "fedprox"), default="fedavg")
+    sim.add_argument("--strategy", choices=("fedavg", "fedprox", "fedavgm"), default="fedavg")
     sim.add_argument("--proximal-mu", type=float, default=0.1, help="FedProx only")
+    sim.add_argument("--server-momentum", type=float, default=0.9, help="FedAvgM only")
     sim.add_argument("--dp-noise", type=float, default=0.0, help="central DP noise multiplier (0 = off)")
     sim.add_argument("--dp-clip", type=float, default=0.5, help="client-side clipping norm (DP only)")
     sim.add_argument("--secagg", action="store_true", help="aggregate with SecAgg+ (server sees only the sum)")
+    sim.add_argument("--train-text", action="store_true", help="also tune the text head (default: frozen)")
     sim.add_argument("--heads", default="", help="base heads checkpoint (default: the shipped one)")
     sim.add_argument("--work-dir", default="runs/federated", help="where partition stores are written")
     sim.add_argument("--out-dir", default="runs/federated/checkpoints", help="where the checkpoint is saved")
@@ -46,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep = sub.add_parser("prepare", help="on a client: build its store from its own photo folder")
     prep.add_argument("--data", required=True, help="<root>/<label>/*.jpg or <root>/<domain>/<label>/*.jpg")
     prep.add_argument("--out", required=True, help="the store directory (give it to the SuperNode)")
-    prep.add_argument("--heads", default="", help="heads checkpoint whose towers/config to use")
+    prep.add_argument("--tower-head", action="store_true", help="keep pre-head maps (for --tower-head runs)")
     prep.set_defaults(func=_prepare)
 
     dep = sub.add_parser("deploy-config", help="write the commands of a real deployment on one host")
@@ -66,22 +68,24 @@ def _partition_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (dirichlet only)")
     parser.add_argument("--per-class", type=int, default=100, help="photos per class to use (0 = all)")
     parser.add_argument("--feature-cache", default="cache/features", help="cached tower features directory")
+    parser.add_argument("--tower-head", action="store_true",
+                        help="also tune the image tower's last conv layer (stores keep pre-head maps, ~31 KB/photo)")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def _write_stores(args: argparse.Namespace, out: Path) -> list[Path]:
     """Extract (or reuse cached) tower outputs once and write one store per client."""
     from federated.partition import describe_partitions, partition_indices, write_partitions
-    from middleware.datasets import read_synonyms
-    from middleware.encoder.features import split_features
-    from middleware.encoder.lite import LiteEncoder
+    from middleware.datasets import limit_per_class, read_synonyms, scan_image_folder
+    from middleware.encoder.features import tower_outputs
+    from middleware.encoder.towers import ImageTower, TextTower
 
-    encoder = LiteEncoder(getattr(args, "heads", "") or None)
-    items, pooled = split_features(args.data, args.split, encoder.image_features, args.feature_cache,
-                                   per_class=args.per_class or None)
+    items = limit_per_class(scan_image_folder(Path(args.data) / args.split), args.per_class or None)
+    tower = tower_outputs(items, ImageTower(), args.feature_cache, with_maps=args.tower_head,
+                          desc=f"features {args.split}")
     parts = partition_indices(items, args.clients, args.partition, args.alpha, args.seed)
-    dirs = write_partitions(out, items, pooled, encoder.image_tower.logits_from_pooled(pooled), parts,
-                            read_synonyms(args.data), encoder.text_tower.encode)
+    dirs = write_partitions(out, items, tower.pooled, tower.logits, parts, read_synonyms(args.data),
+                            TextTower().encode, tower.maps)
     for row in describe_partitions(dirs):
         print(f"{row['dir']}: {row['photos']} photos, {row['classes']} classes, domains {', '.join(row['domains'])}")
     return dirs
@@ -101,12 +105,14 @@ def _simulate(args: argparse.Namespace) -> int:
         "num-server-rounds": args.rounds, "local-epochs": args.local_epochs, "learning-rate": args.learning_rate,
         "anchor": args.anchor,
         "strategy": args.strategy, "proximal-mu": args.proximal_mu if args.strategy == "fedprox" else 0.0,
+        "server-momentum": args.server_momentum,
         "dp-noise-multiplier": args.dp_noise, "dp-clipping-norm": args.dp_clip, "secagg": args.secagg,
+        "tower-head": args.tower_head, "train-text": args.train_text,
         "heads-path": args.heads, "partitions-root": str(root.resolve()),
         "out-dir": str(Path(args.out_dir).resolve()), "partition": args.partition, "seed": args.seed,
     }
     manifest = simulate(settings, args.clients, num_cpus=args.cpus)
-    print(json.dumps({k: manifest[k] for k in ("checkpoint", "rounds", "clients", "partition", "round_seconds")},
+    print(json.dumps({k: manifest[k] for k in ("checkpoint", "rounds", "clients", "partition", "dp", "round_seconds")},
                      indent=2, default=float))
     print(f"use it with: --encoder-heads {manifest['checkpoint']}")
     return 0
@@ -114,17 +120,15 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from federated.partition import prepare_partition
-    from middleware.encoder.lite import LiteEncoder
+    from middleware.encoder.features import tower_outputs
+    from middleware.encoder.towers import ImageTower, TextTower
 
-    encoder = LiteEncoder(args.heads or None)
-
-    def extract(items: list) -> tuple:
-        from middleware.encoder.features import cached_image_features
-
-        pooled = cached_image_features(items, encoder.image_features, Path(args.out) / "feature-cache")
-        return pooled, encoder.image_tower.logits_from_pooled(pooled)
-
-    path = prepare_partition(args.out, args.data, extract, encoder.text_tower.encode)
+    image_tower = ImageTower()
+    path = prepare_partition(
+        args.out, args.data,
+        lambda items: tower_outputs(items, image_tower, Path(args.out) / "feature-cache", with_maps=args.tower_head),
+        TextTower().encode,
+    )
     print(f"client store ready: {path} (start the SuperNode with --node-config 'partition-dir=\"{path}\"')")
     return 0
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from middleware.encoder.heads import DEFAULT_HEADS_PATH
+from middleware.encoder.heads import BASE_HEADS_PATH
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train-heads", help="train the lite encoder's heads on <data>/pretrain")
     parser.add_argument("--data", required=True, help="dataset root with pretrain/<label>/* (and classes.csv)")
-    parser.add_argument("--out", default=str(DEFAULT_HEADS_PATH), help="checkpoint to write")
+    parser.add_argument("--out", default=str(BASE_HEADS_PATH), help="checkpoint to write")
     parser.add_argument("--feature-cache", default="cache/features")
     parser.add_argument("--per-class", type=int, default=60,
                         help="photos per class (0 = all; the shipped heads used 60)")

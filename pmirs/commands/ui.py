@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
                       max_tokens=args.max_tokens, n_threads=args.threads, k=args.k, encoder=args.encoder)
     print(f"PMIRS UI: {handle.url}  (Ctrl-C to stop)", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops Streamlit too, like Ctrl-C
+    # Started in the background by a non-interactive shell, SIGINT arrives ignored; Ctrl-C must still work.
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         return handle.proc.wait()
     except KeyboardInterrupt:

@@ -94,3 +94,35 @@ def test_corrupt_tower_weights_are_a_clear_error(tmp_path):
 def test_unknown_encoder_spec_is_a_clear_error():
     with pytest.raises(ModelUnavailableError, match="unknown encoder"):
         create_encoder("resnet-9000")
+
+
+def test_a_tuned_tower_head_starts_equal_to_the_frozen_tower_and_then_moves(lite_encoder, demo_dir, tmp_path):
+    """Heads that tune the tower's last layer read pre-head maps; untrained, they reproduce the base."""
+    import torch
+
+    from middleware.encoder.features import PREHEAD_FORMAT
+    from middleware.encoder.heads import save_heads, with_tower_head
+    from middleware.encoder.lite import LiteEncoder
+
+    base = lite_encoder.checkpoint
+    heads = with_tower_head(base.build(), lite_encoder.image_tower.model)
+    path = tmp_path / "tower-heads.pt"
+    save_heads(path, heads, base.class_bank)
+    tuned = LiteEncoder(path, image_tower=lite_encoder.image_tower, text_tower=lite_encoder.text_tower)
+    photos = [_photo(demo_dir, "mammals", "lion"), _photo(demo_dir, "food", "pizza")]
+    assert tuned.feature_format == PREHEAD_FORMAT and tuned.image_features(photos).shape == (2, 320, 7, 7)
+    np.testing.assert_allclose(tuned.encode_images(photos), lite_encoder.encode_images(photos), atol=1e-4)
+
+    def encoder_with(heads) -> LiteEncoder:
+        save_heads(path, heads, base.class_bank)
+        return LiteEncoder(path, image_tower=lite_encoder.image_tower, text_tower=lite_encoder.text_tower)
+
+    with torch.no_grad():
+        heads.image_features.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    before = encoder_with(heads).encode_images(photos)
+    with torch.no_grad():
+        heads.tower_head.conv.weight.mul_(1.5)  # only the tower head changes
+    moved = encoder_with(heads)
+    assert np.abs(moved.encode_images(photos) - before).max() > 1e-2
+    with pytest.raises(ValueError, match="pre-head maps"):
+        moved.heads.pooled_features(torch.zeros(2, 1280))

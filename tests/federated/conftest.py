@@ -17,7 +17,9 @@ from PIL import Image
 
 from federated.partition import partition_indices, prepare_partition, write_partitions
 from middleware.datasets import LabelledImage, open_image, scan_image_folder
+from middleware.encoder.features import TowerOutputs
 from middleware.encoder.heads import DualHeads, HeadsConfig, save_heads
+from middleware.encoder.towers import PREHEAD_SHAPE
 
 for _key, _value in {"FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
                      "ANONYMIZED_TELEMETRY": "False"}.items():
@@ -33,15 +35,17 @@ def stub_encode(texts: Sequence[str]) -> np.ndarray:
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
-def stub_extract(items: Sequence[LabelledImage]) -> tuple[np.ndarray, np.ndarray]:
-    """Features that depend on the photo's pixels (opened for real) and its class."""
-    pooled, logits = [], []
+def stub_extract(items: Sequence[LabelledImage]) -> TowerOutputs:
+    """Tower outputs that depend on the photo's pixels (opened for real) and its class."""
+    pooled, logits, maps = [], [], []
     for item in items:
         pixels = np.asarray(open_image(item.path), dtype=np.float32).mean()
         rng = np.random.default_rng(zlib.crc32(item.label.encode()))
         pooled.append(rng.normal(size=1280) + pixels / 255)
         logits.append(rng.normal(size=1000) * 3)
-    return np.asarray(pooled, dtype=np.float32), np.asarray(logits, dtype=np.float32)
+        maps.append(np.abs(rng.normal(size=PREHEAD_SHAPE)) + pixels / 255)
+    return TowerOutputs(np.asarray(pooled, dtype=np.float32), np.asarray(logits, dtype=np.float32),
+                        np.asarray(maps, dtype=np.float16))
 
 
 def make_photos(root: Path, per_class: int = 4) -> Path:
@@ -74,9 +78,9 @@ def photos(tmp_path: Path) -> Path:
 def stores(tmp_path: Path, photos: Path) -> Path:
     """Two client stores split by domain, under ``<tmp>/parts/client-<k>``."""
     items = scan_image_folder(photos)
-    pooled, logits = stub_extract(items)
-    write_partitions(tmp_path / "parts", items, pooled, logits, partition_indices(items, 2, "domain"), {},
-                     stub_encode)
+    out = stub_extract(items)
+    write_partitions(tmp_path / "parts", items, out.pooled, out.logits, partition_indices(items, 2, "domain"), {},
+                     stub_encode, out.maps)
     return tmp_path / "parts"
 
 

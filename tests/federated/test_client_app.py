@@ -44,7 +44,7 @@ def opened() -> Iterator[list[str]]:
 
 
 def _train_message(base_heads: Path) -> Message:
-    heads = task.load_base(base_heads).build()
+    heads = task.build_heads(task.load_base(base_heads), task.FederatedSettings())
     content = RecordDict({"arrays": ArrayRecord(task.exchange_state(heads)),
                           "config": ConfigRecord({"server-round": 1})})
     return Message(content, dst_node_id=1, message_type="train")

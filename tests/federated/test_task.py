@@ -27,17 +27,21 @@ def test_settings_parse_kebab_case_and_refuse_unknown_keys() -> None:
         task.FederatedSettings.from_config({"secagg": True, "dp-noise-multiplier": 0.5})
 
 
-def test_training_moves_the_heads_and_weights_round_trip(stores: Path, base_heads: Path) -> None:
+@pytest.mark.parametrize("train_text", [False, True])
+def test_training_moves_the_heads_and_weights_round_trip(stores: Path, base_heads: Path, train_text: bool) -> None:
     base = task.load_base(base_heads)
-    heads = base.build()
+    settings = task.FederatedSettings(local_epochs=2, batch_size=4, train_text=train_text)
+    heads = task.build_heads(base, settings)
     before = task.get_weights(heads)
     data = task.make_examples(load_partition(stores / "client-0"), base)
-    metrics = task.train(heads, data, task.FederatedSettings(local_epochs=2, batch_size=4))
+    metrics = task.train(heads, data, settings)
     after = task.get_weights(heads)
     assert metrics[task.NUM_EXAMPLES_KEY] == len(data) == 8
     assert np.isfinite(metrics["train-loss"])
     assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
-    fresh = base.build()
+    # The text head moves only when asked to: frozen, text queries keep the base's space.
+    assert torch.equal(heads.text_residual.weight, base.build().text_residual.weight) is not train_text
+    fresh = task.build_heads(base, settings)
     task.set_weights(fresh, after)
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), heads.state_dict().values(),
                                                  strict=True))
@@ -67,7 +71,45 @@ def test_a_client_refuses_a_base_that_differs_from_the_servers(base_heads: Path)
 
 
 def test_only_trainable_parameters_travel(base_heads: Path) -> None:
-    heads = task.load_base(base_heads).build()
+    heads = task.build_heads(task.load_base(base_heads), task.FederatedSettings(train_text=True))
     sent = task.exchange_state(heads)
     assert list(sent) == [k for k, _ in heads.named_parameters()]
     assert all(v.dim() >= 1 for v in sent.values())  # the temperature travels as shape (1,)
+    frozen_text = task.exchange_state(task.build_heads(task.load_base(base_heads), task.FederatedSettings()))
+    assert list(frozen_text) == [k for k in sent if not k.startswith("text_residual")]
+
+
+def test_tower_head_runs_train_the_towers_last_layer_from_pre_head_maps(stores: Path, base_heads: Path) -> None:
+    base = task.load_base(base_heads)
+    settings = task.FederatedSettings(local_epochs=2, batch_size=4, tower_head=True)
+    heads = task.build_heads(base, settings)
+    sent = task.exchange_state(heads)
+    assert {"tower_head.conv.weight", "tower_head.bn.weight", "tower_head.bn.bias"} <= set(sent)
+    assert "tower_head.bn.running_mean" not in sent  # statistics stay the tower's
+    partition = load_partition(stores / "client-0")
+    assert partition.maps is not None and partition.maps.shape[1:] == (320, 7, 7)
+    before = heads.tower_head.conv.weight.detach().clone()
+    task.train(heads, task.make_examples(partition, base), settings)
+    assert not torch.equal(before, heads.tower_head.conv.weight)
+    path = task.save_checkpoint(stores.parent / "out", heads, base, {"rounds": 1})
+    loaded = load_heads(path)
+    assert loaded.config.tower_head and torch.equal(loaded.state_dict["tower_head.conv.weight"],
+                                                    heads.tower_head.conv.weight)
+
+
+def test_tower_head_runs_refuse_stores_without_maps(tmp_path: Path, stores: Path, base_heads: Path) -> None:
+    (stores / "client-0" / "maps.npy").unlink()
+    base = task.load_base(base_heads)
+    heads = task.build_heads(base, task.FederatedSettings(tower_head=True))
+    with pytest.raises(ValueError, match="pre-head maps"):
+        task.train(heads, task.make_examples(load_partition(stores / "client-0"), base),
+                   task.FederatedSettings(tower_head=True))
+
+
+def test_the_flwr_app_config_lists_every_setting_with_its_default() -> None:
+    import tomllib
+
+    app = Path(__file__).resolve().parents[2] / "federated" / "app" / "pyproject.toml"
+    config = tomllib.loads(app.read_text())["tool"]["flwr"]["app"]["config"]
+    assert set(config) == set(task.FederatedSettings().to_config())
+    assert task.FederatedSettings.from_config(config) == task.FederatedSettings()

@@ -1,0 +1,106 @@
+"""`pmirs bench input-size`: how well the frozen image tower recognises photos at each input size.
+
+ConSE can only be as good as the tower's own ImageNet classifier, and small photos (e.g. 64-px
+thumbnails) must be upsampled. Larger inputs help models trained with random-resized crops on
+full-size photos (FixRes); whether they help here is measured, not assumed: the tower's top-1 and
+top-5 over the 1000 ImageNet classes, per input size, on labelled photos whose labels are ImageNet
+classes (by ``wnid`` in ``classes.csv``, else by exact class name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from middleware.datasets import PHRASE_IMAGENET, LabelledImage
+
+
+def imagenet_index(items: Sequence[LabelledImage], data_root: Path) -> dict[str, int]:
+    """ImageNet class index of every label that names one (``classes.csv`` wnid first, then name)."""
+    from middleware.encoder.conse import IMAGENET_CLASSES_TSV
+
+    by_wnid, by_name = {}, {}
+    with IMAGENET_CLASSES_TSV.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            by_wnid[row["wnid"]] = int(row["index"])
+            for name in row["names"].split(","):
+                by_name.setdefault(name.strip().lower(), int(row["index"]))
+    wnids = {}
+    if (data_root / "classes.csv").is_file():
+        with (data_root / "classes.csv").open(newline="", encoding="utf-8") as handle:
+            wnids = {r["label"]: r.get("wnid", "") for r in csv.DictReader(handle)}
+    index = {}
+    for label in dict.fromkeys(item.label for item in items):
+        if wnids.get(label) in by_wnid:
+            index[label] = by_wnid[wnids[label]]
+        elif label.lower() in by_name:
+            index[label] = by_name[label.lower()]
+    return index
+
+
+def tower_accuracy(items: Sequence[LabelledImage], targets: np.ndarray, sizes: Sequence[int],
+                   batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """Top-1 / top-5 of the tower's classifier and seconds taken, per input size."""
+    from middleware.datasets import open_image
+    from middleware.encoder.preprocess import images_to_array
+    from middleware.encoder.towers import ImageTower
+
+    tower = ImageTower()
+    images = [open_image(item.path) for item in items]
+    results = {}
+    for size in sizes:
+        started = time.perf_counter()
+        logits = np.concatenate([tower.features(images_to_array(images[s : s + batch_size], size=size))[1]
+                                 for s in range(0, len(images), batch_size)])
+        top5 = np.argsort(-logits, axis=1)[:, :5]
+        results[str(size)] = {"top1": round(float((top5[:, 0] == targets).mean()), 4),
+                              "top5": round(float((top5 == targets[:, None]).any(axis=1).mean()), 4),
+                              "seconds": round(time.perf_counter() - started, 1)}
+        print(f"  {size} px: top-1 {results[str(size)]['top1']:.3f}, top-5 {results[str(size)]['top5']:.3f}",
+              flush=True)
+    return results
+
+
+def run_input_size_benchmark(data_root: str | Path, split: str, per_class: int, sizes: Sequence[int],
+                             out: str | Path) -> dict:
+    """Measure every size on ``<data_root>/<split>`` (``per_class`` photos per label) and write JSON."""
+    from middleware.datasets import limit_per_class, scan_image_folder
+
+    data_root = Path(data_root)
+    items = limit_per_class(scan_image_folder(data_root / split if split else data_root), per_class or None)
+    index = imagenet_index(items, data_root)
+    kept = [item for item in items if item.label in index]
+    if not kept:
+        raise SystemExit(f"no label under {data_root / split} names an ImageNet class")
+    targets = np.asarray([index[item.label] for item in kept])
+    results = {"data": str(data_root / split), "photos": len(kept), "classes": len(index),
+               "skipped_labels": sorted({i.label for i in items} - set(index)),
+               "sizes": tower_accuracy(kept, targets, sizes)}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def register_bench(sub: argparse._SubParsersAction) -> None:
+    """Add ``pmirs bench input-size``."""
+    parser = sub.add_parser("input-size", help="the image tower's ImageNet accuracy per input size")
+    parser.add_argument("--data", default=str(PHRASE_IMAGENET), help="dataset root (classes.csv with wnid helps)")
+    parser.add_argument("--split", default="pretrain", help="sub-folder of --data ('' = --data itself)")
+    parser.add_argument("--per-class", type=int, default=15, help="photos per label (0 = all)")
+    parser.add_argument("--sizes", default="224,256", help="comma-separated input sizes in pixels")
+    parser.add_argument("--out", default="input_size.json", help="results JSON")
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    results = run_input_size_benchmark(args.data, args.split, args.per_class, sizes, args.out)
+    print(f"{results['photos']} photos of {results['classes']} ImageNet classes; results in {args.out}")
+    return 0

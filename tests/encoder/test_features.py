@@ -1,0 +1,65 @@
+"""The feature cache: one tower pass per photo, formats kept apart, changed photos recomputed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from middleware.datasets import scan_image_folder
+from middleware.encoder.features import tower_outputs
+
+
+class CountingTower:
+    """A stand-in image tower that counts the photos it runs on (same methods as ImageTower)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def prehead_maps(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += len(batch)
+        return np.repeat(batch.mean(axis=(1, 2, 3))[:, None, None, None], 320 * 49, 1).reshape(len(batch), 320, 7, 7)
+
+    def pooled_from_maps(self, maps: np.ndarray) -> np.ndarray:
+        return np.repeat(np.asarray(maps, dtype=np.float32).mean(axis=(1, 2, 3))[:, None], 1280, 1)
+
+    def features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += len(batch)
+        return np.repeat(batch.mean(axis=(1, 2, 3))[:, None], 1280, 1), np.zeros((len(batch), 1000))
+
+    def logits_from_pooled(self, pooled: np.ndarray) -> np.ndarray:
+        return np.asarray(pooled)[:, :1000] * 2
+
+
+def _photos(root: Path) -> list:
+    for k, shade in enumerate((30, 200)):
+        folder = root / "things" / f"label{k}"
+        folder.mkdir(parents=True)
+        Image.new("RGB", (16, 16), (shade, shade, shade)).save(folder / "a.png")
+    return scan_image_folder(root)
+
+
+def test_each_photo_goes_through_the_tower_once_per_format(tmp_path: Path) -> None:
+    items, tower, cache = _photos(tmp_path / "photos"), CountingTower(), tmp_path / "cache"
+    pooled = tower_outputs(items, tower, cache)
+    assert pooled.maps is None and pooled.pooled.shape == (2, 1280) and tower.calls == 2
+    with_maps = tower_outputs(items, tower, cache, with_maps=True)
+    assert with_maps.maps.shape == (2, 320, 7, 7) and tower.calls == 4  # maps are another format
+    again = tower_outputs(items, tower, cache, with_maps=True)
+    assert tower.calls == 4  # both formats now come from the cache
+    np.testing.assert_allclose(again.maps, with_maps.maps)
+    # Pooled features derived from cached maps agree with the pooled format (up to float16 storage).
+    np.testing.assert_allclose(with_maps.pooled, pooled.pooled, rtol=1e-2)
+    np.testing.assert_allclose(with_maps.logits, tower.logits_from_pooled(with_maps.pooled))
+    assert pooled.pooled[0, 0] < pooled.pooled[1, 0]  # the darker photo really is the first one
+
+
+def test_a_changed_photo_is_recomputed(tmp_path: Path) -> None:
+    items, tower, cache = _photos(tmp_path / "photos"), CountingTower(), tmp_path / "cache"
+    tower_outputs(items, tower, cache)
+    Image.new("RGB", (16, 16), (90, 90, 90)).save(items[0].path)
+    os.utime(items[0].path, (1, 1))  # a new modification time, as a real edit would give
+    tower_outputs(items, tower, cache)
+    assert tower.calls == 3
