@@ -57,7 +57,7 @@ class TowerHead(nn.Module):
     def __init__(self, in_channels: int = 320, out_channels: int = 1280) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels, eps=1e-3)
+        self.bn = nn.BatchNorm2d(out_channels, eps=1e-3).eval()  # never in training mode, even before .train()
 
     def copy_from_tower(self, model: nn.Module) -> None:
         """Start from the pretrained tower's own conv head (an EfficientNet-Lite ``_conv_head``/``_bn1``)."""

@@ -126,3 +126,19 @@ def test_a_tuned_tower_head_starts_equal_to_the_frozen_tower_and_then_moves(lite
     assert np.abs(moved.encode_images(photos) - before).max() > 1e-2
     with pytest.raises(ValueError, match="pre-head maps"):
         moved.heads.pooled_features(torch.zeros(2, 1280))
+
+
+def test_a_fresh_tower_head_reproduces_the_tower_and_never_updates_its_statistics(lite_encoder, demo_dir):
+    import torch
+
+    from middleware.encoder.heads import TowerHead
+    from middleware.encoder.preprocess import images_to_array
+
+    tower = lite_encoder.image_tower
+    maps = tower.prehead_maps(images_to_array([_photo(demo_dir, "mammals", "lion"), _photo(demo_dir, "food", "pizza")]))
+    head = TowerHead()
+    head.copy_from_tower(tower.model)  # no .train()/.eval() call: BatchNorm must still use the tower's statistics
+    before = head.bn.running_mean.clone()
+    out = head(torch.from_numpy(maps)).detach().numpy()
+    np.testing.assert_allclose(out, tower.pooled_from_maps(maps), atol=1e-4)
+    assert torch.equal(head.bn.running_mean, before)
