@@ -23,6 +23,8 @@ from torch.nn import functional as F
 from benchmarks.input_size import imagenet_index
 from middleware.datasets import PHRASE_IMAGENET
 
+DEMO_DIR = Path(__file__).resolve().parents[1] / "data" / "demo"  # full-resolution photos, long side 400 px
+
 
 def _top(logits: torch.Tensor, targets: np.ndarray) -> dict[str, float]:
     top5 = logits.topk(5, dim=1).indices.numpy()
@@ -71,8 +73,10 @@ def adapt_tower_head(maps: np.ndarray, targets: np.ndarray, train: np.ndarray, h
 
 
 def run_lowres_adaptation(data_root: str | Path, out: str | Path, per_class: int = 60, epochs: int = 4,
-                          holdout_every: int = 4, feature_cache: str | Path = "cache/features") -> dict:
-    """Adapt on ``pretrain/`` (every ``holdout_every``-th class held out), score zero-shot on ``val/``."""
+                          holdout_every: int = 4, feature_cache: str | Path = "cache/features",
+                          demo_dir: Path = DEMO_DIR) -> dict:
+    """Adapt on ``pretrain/`` (every ``holdout_every``-th class held out), score zero-shot on ``val/``,
+    and check full-resolution photos (the demo collection)."""
     from benchmarks.quality import evaluate_domain
     from middleware.datasets import limit_per_class, scan_image_folder
     from middleware.encoder.conse import conse_embed
@@ -120,10 +124,38 @@ def run_lowres_adaptation(data_root: str | Path, out: str | Path, per_class: int
                           for k in ("f1@5", "f1@10", "t2i_map")}
         results["zero_shot"][name] = scores
         print(f"  {name}: mean {scores['mean']}", flush=True)
+    trained = frozenset(classes) - heldout_classes
+    results["full_resolution"] = full_resolution_check(head, tower, demo_dir, trained)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def full_resolution_check(head, tower, photo_root: Path, trained_classes: frozenset[str] = frozenset()) -> dict:
+    """Tower top-1/top-5 on full-resolution photos (labels naming ImageNet classes), frozen vs adapted,
+    for all of them and for those of classes the adaptation did not train on: an adaptation to
+    thumbnails must not cost sharp photos."""
+    from middleware.datasets import open_image, scan_image_folder
+    from middleware.encoder.preprocess import images_to_array
+
+    items = scan_image_folder(photo_root)
+    index = imagenet_index(items, photo_root)
+    items = [i for i in items if i.label in index]
+    targets = np.asarray([index[i.label] for i in items])
+    maps = np.concatenate([tower.prehead_maps(images_to_array([open_image(i.path) for i in items[s : s + 32]]))
+                           for s in range(0, len(items), 32)])
+    with torch.no_grad():
+        adapted = tower.model._fc(head(torch.from_numpy(maps)))
+    frozen = torch.from_numpy(tower.logits_from_pooled(tower.pooled_from_maps(maps)))
+    unseen = np.asarray([i.label not in trained_classes for i in items])
+    result = {"photos": len(items), "frozen": _top(frozen, targets), "adapted": _top(adapted, targets),
+              "unseen_photos": int(unseen.sum()), "unseen_frozen": _top(frozen[unseen], targets[unseen]),
+              "unseen_adapted": _top(adapted[unseen], targets[unseen])}
+    print(f"  full-resolution photos ({len(items)}): frozen {result['frozen']}, adapted {result['adapted']}; "
+          f"of untrained classes ({result['unseen_photos']}): frozen {result['unseen_frozen']}, "
+          f"adapted {result['unseen_adapted']}", flush=True)
+    return result
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:

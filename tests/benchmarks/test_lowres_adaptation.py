@@ -34,3 +34,15 @@ def test_adaptation_learns_the_training_labels_and_keeps_the_best_epoch(demo_dir
         logits = tower.model._fc(head.eval()(torch.from_numpy(maps)))
     best = max(curve, key=lambda row: row["heldout"]["top1"])
     assert float((logits.argmax(1).numpy()[heldout] == targets[heldout]).mean()) == best["heldout"]["top1"]
+
+
+def test_the_full_resolution_check_scores_real_photos_and_an_unchanged_head_changes_nothing(demo_dir: Path) -> None:
+    from benchmarks.lowres_adaptation import full_resolution_check
+
+    tower = ImageTower()
+    head = TowerHead()
+    head.copy_from_tower(tower.model)
+    result = full_resolution_check(head, tower, demo_dir, trained_classes=frozenset({"lion"}))
+    assert result["photos"] >= 150  # the demo photos are named after ImageNet classes
+    assert result["unseen_photos"] == result["photos"] - 1
+    assert result["adapted"] == result["frozen"] and result["frozen"]["top5"] >= 0.8
