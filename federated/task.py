@@ -145,8 +145,8 @@ def build_heads(base: HeadsCheckpoint, settings: FederatedSettings) -> DualHeads
     """The heads a run trains and exchanges, identical on the server and every client.
 
     From the base: with ``tower-head``, plus a copy of the image tower's last conv layer; the text
-    head is frozen unless ``train-text`` (text queries then keep the base's space, so a chat's
-    relevance thresholds and unrelated questions behave as before). Frozen parts never travel.
+    head is frozen unless ``train-text`` (text queries then keep the base's space, so text-to-text
+    scores and the text relevance threshold stay as they were). Frozen parts never travel.
     """
     heads = base.build()
     if settings.tower_head:
