@@ -24,7 +24,7 @@ from middleware.encoder.base import TextMemo
 from middleware.encoder.conse import conse_embed
 from middleware.encoder.features import TowerOutputs
 from middleware.encoder.heads import DualHeads
-from middleware.encoder.training import PhraseBank, TrainingExamples
+from middleware.encoder.training import ImageExamples, PhraseBank, TrainingExamples
 
 N_VALUES: tuple[int | str, ...] = (5, 10, 15, "all")
 FORGETTING_TOLERANCE = 0.02  # max drop of held-out F1@10 for a checkpoint to be shippable
@@ -40,11 +40,10 @@ class Scorer:
         cfg = base.config
         self.raw_texts, self.draws = raw_texts, draws
 
-        def inputs(rows: np.ndarray, out: TowerOutputs) -> TrainingExamples:
+        def inputs(rows: np.ndarray, out: TowerOutputs) -> ImageExamples:
             conse = conse_embed(out.logits[rows], base.class_bank, cfg.conse_top_k, cfg.conse_temperature)
-            return TrainingExamples(conse.astype(np.float32), out.pooled[rows], np.zeros(len(rows), dtype=int),
-                                    PhraseBank(np.zeros((0, 1)), np.zeros(0)),
-                                    None if out.maps is None else out.maps[rows])
+            maps = None if out.maps is None else out.maps[rows]
+            return ImageExamples(conse.astype(np.float32), out.pooled[rows], maps)
 
         items, out = val
         self.val = {}
@@ -61,18 +60,14 @@ class Scorer:
         def encode_texts(texts: Sequence[str]) -> np.ndarray:
             return heads.encode_text(torch.from_numpy(self.raw_texts(list(texts)))).numpy()
 
-        def encode_images(data: TrainingExamples) -> np.ndarray:
-            pooled = heads.pooled_features(data.image_inputs(heads, slice(None)))
-            return heads.encode_image(torch.from_numpy(data.conse), pooled).numpy()
-
         out: dict = {"f1": {}, "map": {}}
-        for domain, (labels, data) in self.val.items():
-            paper, retrieval = evaluate_domain(encode_images(data), labels, encode_texts, N_VALUES, self.draws)
+        for domain, (labels, images) in self.val.items():
+            paper, retrieval = evaluate_domain(images.embed(heads).numpy(), labels, encode_texts, N_VALUES, self.draws)
             out["f1"][domain] = {n: round(s["f1"], 4) for n, s in paper.items()}
             out["map"][domain] = round(retrieval["t2i_map"], 4)
         out["mean_f1"] = {str(n): round(float(np.mean([f[str(n)] for f in out["f1"].values()])), 4) for n in N_VALUES}
-        labels, data = self.heldout
-        paper, _ = evaluate_domain(encode_images(data), labels, encode_texts, (10,), self.draws)
+        labels, images = self.heldout
+        paper, _ = evaluate_domain(images.embed(heads).numpy(), labels, encode_texts, (10,), self.draws)
         out["heldout_f1@10"] = round(paper["10"]["f1"], 4)
         return out
 

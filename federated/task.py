@@ -8,6 +8,7 @@ shapes come from the base checkpoint, loaded at run time (never copied).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -150,11 +151,18 @@ def build_heads(base: HeadsCheckpoint, settings: FederatedSettings) -> DualHeads
     """
     heads = base.build()
     if settings.tower_head:
-        from middleware.encoder.towers import ImageTower
-
-        heads = with_tower_head(heads, ImageTower().model)
+        heads = with_tower_head(heads, _pretrained_tower_model())
     heads.text_residual.requires_grad_(settings.train_text)
     return heads
+
+
+@functools.cache
+def _pretrained_tower_model() -> torch.nn.Module:
+    """The frozen image tower, loaded once per process: a client builds its heads every round, and
+    only reads the tower's last-layer weights and statistics from it."""
+    from middleware.encoder.towers import ImageTower
+
+    return ImageTower().model
 
 
 def make_examples(partition: ClientPartition, base: HeadsCheckpoint) -> TrainingExamples:
@@ -185,8 +193,7 @@ def test(heads: DualHeads, data: TrainingExamples, seed: int = 0) -> dict[str, f
     """CLIP loss and top-1 accuracy of each photo against its client's class phrases."""
     heads.eval()
     rng = np.random.default_rng(seed)
-    pooled = heads.pooled_features(data.image_inputs(heads, slice(None)))
-    image = heads.encode_image(torch.from_numpy(data.conse), pooled)
+    image = data.images.embed(heads)
     text = heads.encode_text(torch.from_numpy(data.phrases.sample(data.labels, rng)))
     loss = ClipLoss()(image, text, heads.logit_scale, torch.from_numpy(data.labels))
     class_text = heads.encode_text(torch.from_numpy(class_means(data.phrases)))

@@ -54,6 +54,26 @@ def build_phrase_bank(
 
 
 @dataclass
+class ImageExamples:
+    """Cached frozen image-side inputs of some photos, and their shared-space embedding by some heads."""
+
+    conse: np.ndarray  # (n, dim) ConSE image embeddings (frozen)
+    pooled: np.ndarray  # (n, 1280) pooled tower features (frozen)
+    maps: np.ndarray | None = None  # (n, 320, 7, 7) pre-head maps, float16: only to tune the tower head
+
+    def embed(self, heads: DualHeads, idx: np.ndarray | slice = slice(None)) -> torch.Tensor:
+        """Unit-norm embeddings of rows ``idx`` (with gradients): the tuned tower head reads maps."""
+        if heads.tower_head is None:
+            features = self.pooled[idx]
+        elif self.maps is None:
+            raise ValueError("these heads tune the tower's last layer, but the examples hold no pre-head maps")
+        else:
+            features = self.maps[idx]
+        pooled = heads.pooled_features(torch.from_numpy(np.asarray(features, dtype=np.float32)))
+        return heads.encode_image(torch.from_numpy(np.asarray(self.conse[idx], dtype=np.float32)), pooled)
+
+
+@dataclass
 class TrainingExamples:
     """A client's or a trainer's cached inputs: ConSE embeddings, pooled features, class ids."""
 
@@ -66,13 +86,10 @@ class TrainingExamples:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def image_inputs(self, heads: DualHeads, idx: np.ndarray | slice) -> torch.Tensor:
-        """What ``heads.pooled_features`` reads for these rows: maps when the heads tune the tower."""
-        if heads.tower_head is None:
-            return torch.from_numpy(np.asarray(self.pooled[idx], dtype=np.float32))
-        if self.maps is None:
-            raise ValueError("these heads tune the tower's last layer, but the examples hold no pre-head maps")
-        return torch.from_numpy(np.asarray(self.maps[idx], dtype=np.float32))
+    @property
+    def images(self) -> ImageExamples:
+        """The image side of these examples."""
+        return ImageExamples(self.conse, self.pooled, self.maps)
 
 
 @dataclass
@@ -101,7 +118,7 @@ def train_epochs(
     trainable = [p for p in heads.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
     global_params = [p.detach().clone() for p in trainable] if config.proximal_mu else None
-    conse = torch.from_numpy(np.asarray(data.conse, dtype=np.float32))
+    images = data.images
     heads.train()
     epoch_loss = float("nan")
     for epoch in range(config.epochs):
@@ -111,7 +128,7 @@ def train_epochs(
             idx = order[start : start + config.batch_size]
             labels = data.labels[idx]
             text = torch.from_numpy(data.phrases.sample(labels, rng))
-            image_emb = heads.encode_image(conse[idx], heads.pooled_features(data.image_inputs(heads, idx)))
+            image_emb = images.embed(heads, idx)
             text_emb = heads.encode_text(text)
             loss = loss_fn(image_emb, text_emb, heads.logit_scale, torch.from_numpy(labels))
             total = loss + config.anchor * heads.residual_norm()
