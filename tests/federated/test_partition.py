@@ -68,3 +68,13 @@ def test_prepared_store_reads_only_its_own_folder(own_stores: list[Path]) -> Non
     store = load_partition(own_stores[0])
     assert store.classes == ["cat", "dog"]
     assert len(store) == 8 and store.pooled.shape == (8, 1280) and store.logits.shape == (8, 1000)
+
+
+def test_a_store_whose_maps_do_not_match_its_photos_is_refused_and_left_as_it_was(stores: Path) -> None:
+    store = stores / "client-0"
+    maps = np.load(store / "maps.npy")
+    np.save(store / "maps.npy", maps[:-1])  # one photo's maps missing
+    before = (store / "maps.npy").read_bytes()
+    with pytest.raises(DatasetError, match="holds"):
+        load_partition(store)
+    assert (store / "maps.npy").read_bytes() == before
