@@ -150,7 +150,7 @@ def run_federated_benchmark(
     """Run every configuration, write ``out`` (JSON) plus ``.md`` and ``.png`` beside it."""
     from federated.partition import partition_indices, write_partitions
     from federated.report import write_federated_report
-    from federated.task import load_base
+    from federated.task import load_base, small_photo_layer, store_features_tag
     from middleware.datasets import limit_per_class, scan_image_folder
     from middleware.encoder.features import tower_outputs
     from middleware.encoder.towers import ImageTower, TextTower
@@ -165,7 +165,8 @@ def run_federated_benchmark(
 
     def split(name: str, per_class: int | None) -> tuple[list, TowerOutputs]:
         items = limit_per_class(scan_image_folder(data_root / name), per_class)
-        return items, tower_outputs(items, image_tower, feature_cache, with_maps, desc=f"features {name}")
+        return items, tower_outputs(items, image_tower, feature_cache, with_maps, desc=f"features {name}",
+                                    small_photos=small_photo_layer(base))
 
     train, val, heldout = split("train", train_per_class), split("val", None), split("pretrain", heldout_per_class)
     raw_texts = TextMemo(TextTower().encode)
@@ -176,7 +177,7 @@ def run_federated_benchmark(
         roots[scheme] = work_dir / f"partitions-{scheme}-{clients}"
         parts = partition_indices(train[0], clients, scheme)
         write_partitions(roots[scheme], train[0], train[1].pooled, train[1].logits, parts, synonyms, raw_texts,
-                         train[1].maps)
+                         train[1].maps, store_features_tag(base))
     results: dict = {"base_version": base.version, "clients": clients, "rounds": rounds, "settings": settings,
                      "runs": {"base": {"history": [scorer(base.build())]}}}
     print(f"zero-shot base: mean F1 {results['runs']['base']['history'][0]['mean_f1']}", flush=True)

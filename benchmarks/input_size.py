@@ -10,7 +10,6 @@ classes (by ``wnid`` in ``classes.csv``, else by exact class name).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from collections.abc import Sequence
@@ -19,29 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from middleware.datasets import PHRASE_IMAGENET, LabelledImage
-
-
-def imagenet_index(items: Sequence[LabelledImage], data_root: Path) -> dict[str, int]:
-    """ImageNet class index of every label that names one (``classes.csv`` wnid first, then name)."""
-    from middleware.encoder.conse import IMAGENET_CLASSES_TSV
-
-    by_wnid, by_name = {}, {}
-    with IMAGENET_CLASSES_TSV.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            by_wnid[row["wnid"]] = int(row["index"])
-            for name in row["names"].split(","):
-                by_name.setdefault(name.strip().lower(), int(row["index"]))
-    wnids = {}
-    if (data_root / "classes.csv").is_file():
-        with (data_root / "classes.csv").open(newline="", encoding="utf-8") as handle:
-            wnids = {r["label"]: r.get("wnid", "") for r in csv.DictReader(handle)}
-    index = {}
-    for label in dict.fromkeys(item.label for item in items):
-        if wnids.get(label) in by_wnid:
-            index[label] = by_wnid[wnids[label]]
-        elif label.lower() in by_name:
-            index[label] = by_name[label.lower()]
-    return index
+from middleware.encoder.small_photos import imagenet_index
 
 
 def tower_accuracy(items: Sequence[LabelledImage], targets: np.ndarray, sizes: Sequence[int],

@@ -28,13 +28,13 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.quality import CLASS_QUERY_TEMPLATE, _mean_retrieval, evaluate_embeddings, private_transforms
-from middleware.datasets import LabelledImage, open_image, scan_image_folder
+from middleware.datasets import DEMO_PHOTOS, LabelledImage, open_image, scan_image_folder
 from middleware.encoder import Encoder
 from middleware.obfuscation import BlockProjection
 
 KNOWN_PAIRS = (0, 10, 50, 100, 200, 400, 1000)
 NOISE_LEVELS = (0.0, 0.05, 0.1, 0.2, 0.5)
-DEMO_DIR = Path(__file__).resolve().parents[1] / "data" / "demo"
+DEMO_DIR = DEMO_PHOTOS
 MIN_TARGETS = 50  # stored vectors kept out of the attacker's known pairs to measure recovery on
 
 
@@ -51,14 +51,14 @@ class PrivacyData:
 
 
 def _cache_ready(data_root: Path, split: str, cache_dir: Path, image_size: int, feature_format: str) -> bool:
-    """True when every photo folder of the split already has a feature-cache file (no extraction)."""
-    from middleware.encoder.features import _folder_cache_path  # the cache's own naming rule
+    """True when every photo of the split already has cached features (no extraction needed)."""
+    from middleware.encoder.features import features_cached
 
     try:
-        folders = {item.path.parent for item in scan_image_folder(data_root / split)}
+        items = scan_image_folder(data_root / split)
     except Exception:  # missing or empty split: fall back to the demo photos
         return False
-    return all(_folder_cache_path(cache_dir, f, image_size, feature_format).is_file() for f in folders)
+    return features_cached(items, cache_dir, image_size, feature_format)
 
 
 def load_privacy_data(encoder: Encoder, data_root: Path | None, split: str, cache_dir: Path,
@@ -67,14 +67,16 @@ def load_privacy_data(encoder: Encoder, data_root: Path | None, split: str, cach
     from middleware.datasets import load_split
     from middleware.encoder.features import split_features
     from middleware.encoder.lite import LiteEncoder
+    from middleware.encoder.small_photos import photo_sizes
 
     size = getattr(getattr(encoder, "config", None), "image_size", 224)
     if (data_root is not None and isinstance(encoder, LiteEncoder)
             and _cache_ready(Path(data_root), split, Path(cache_dir), size, encoder.feature_format)):
         domains = load_split(data_root, split)
-        _, features = split_features(data_root, split, encoder.image_features, cache_dir, size,
-                                     feature_format=encoder.feature_format)
-        emb, source = encoder.embed_image_features(features), f"{data_root}/{split} (cached features)"
+        cached, features = split_features(data_root, split, encoder.image_features, cache_dir, size,
+                                          feature_format=encoder.feature_format)
+        emb = encoder.embed_image_features(features, small=encoder.small_photos(photo_sizes(cached)))
+        source = f"{data_root}/{split} (cached features)"
     else:
         domains = {}
         for item in scan_image_folder(demo_dir):

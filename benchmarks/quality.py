@@ -47,11 +47,12 @@ def embed_items(
     """Image embeddings for a split: from cached tower features when the encoder supports it."""
     from middleware.encoder.features import split_features
     from middleware.encoder.lite import LiteEncoder
+    from middleware.encoder.small_photos import photo_sizes
 
     if isinstance(encoder, LiteEncoder) and feature_cache is not None:
-        _, features = split_features(data_root, split, encoder.image_features, feature_cache,
-                                     encoder.config.image_size, feature_format=encoder.feature_format)
-        return encoder.embed_image_features(features)
+        cached, features = split_features(data_root, split, encoder.image_features, feature_cache,
+                                          encoder.config.image_size, feature_format=encoder.feature_format)
+        return encoder.embed_image_features(features, small=encoder.small_photos(photo_sizes(cached)))
     return encoder.encode_images([open_image(item.path) for item in items])
 
 

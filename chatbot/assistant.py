@@ -12,12 +12,12 @@ the same. A turn is:
 
 Thresholds default to the values calibrated for the encoder's heads (:mod:`chatbot.relevance`).
 Those of the zero-shot base heads (cosine scores through the private pipeline; centring lifts
-every cosine, unrelated ones included, so the values are high) came from this probe: on
-``data/demo`` (168 photos) the best photo for 12 related questions scored 0.60-0.84 (median 0.76)
-and for 10 unrelated ones ("what is the capital of Peru?", "explain recursion in python", ...)
-0.51-0.58: :data:`DEFAULT_THRESHOLD` = 0.59 sits in that narrow gap. Text items score higher
-against text questions: on the shop's policies and catalogue 8 answerable questions scored
-0.67-0.88 and 6 unrelated ones 0.60-0.65, hence :data:`DEFAULT_TEXT_THRESHOLD` = 0.66. Other
+every cosine, unrelated ones included, so the values are high) came from ``pmirs bench relevance``
+(``benchmarks/results/relevance.json``): on ``data/demo`` (168 photos) the best photo for 12 related
+questions scored 0.79-0.96 (median 0.85) and for 10 unrelated ones ("what is the capital of Peru?",
+"explain recursion in python", ...) 0.72-0.78: :data:`DEFAULT_THRESHOLD` = 0.79 sits in that narrow
+gap. Text items score higher against text questions: on the shop's policies 8 answerable questions
+scored 0.81-0.91 and 10 unrelated ones 0.70-0.73, hence :data:`DEFAULT_TEXT_THRESHOLD` = 0.77. Other
 heads carry their own values (``pmirs bench relevance`` measures them).
 
 Example::
@@ -49,8 +49,8 @@ from chatbot.grounding import NOT_FOUND_ANSWER, ContextItem, GroundedAnswer, Gro
 from chatbot.memory import ConversationMemory, condense_query, is_follow_up
 from chatbot.relevance import BASE_THRESHOLDS, resolve_thresholds
 
-DEFAULT_THRESHOLD = BASE_THRESHOLDS.image  # base heads, image items: related >= 0.60, unrelated <= 0.58
-DEFAULT_TEXT_THRESHOLD = BASE_THRESHOLDS.text  # base heads, text items: related >= 0.67, unrelated <= 0.65
+DEFAULT_THRESHOLD = BASE_THRESHOLDS.image  # base heads, image items: related >= 0.79, unrelated <= 0.78
+DEFAULT_TEXT_THRESHOLD = BASE_THRESHOLDS.text  # base heads, text items: related >= 0.81, unrelated <= 0.73
 IMAGE_QUESTION = "What is this?"  # the question when a photo comes without one
 # The grounding rules phrased for a personal collection. Qwen2.5-0.5B answered "No, I don't know." to
 # "Do I have a photo of a sports car?" with "[1] image: a photo of a sports car" in context under the

@@ -40,9 +40,9 @@ from chatbot.assistant import Assistant, AssistantReply, with_answer
 from chatbot.grounding import ContextItem, GroundedChat, is_refusal
 from chatbot.memory import ConversationMemory
 from chatbot.relevance import resolve_thresholds
+from middleware.datasets import DEMO_PHOTOS  # where catalogue photo paths point
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-DEMO_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "demo"  # where catalogue photo paths point
 HANDOFF_ANSWER = (
     "I'll pass you to a human colleague who can help with that; they usually reply within one business day."
 )

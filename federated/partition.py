@@ -27,6 +27,7 @@ FEATURES_FILE = "features.npz"
 PHRASES_FILE = "phrases.npz"
 MAPS_FILE = "maps.npy"  # optional pre-head maps (n, 320, 7, 7) float16, for tuning the tower head
 PARTITION_FORMAT = "pmirs-fed-partition/1"
+FROZEN_FEATURES = "frozen"  # stored features came from the frozen tower alone (no small-photo layer)
 
 # (photos) -> the frozen image tower's outputs for them (pooled, logits and optionally pre-head maps).
 ExtractFn = Callable[[Sequence[LabelledImage]], TowerOutputs]
@@ -91,6 +92,7 @@ class ClientPartition:
     phrase_emb: np.ndarray  # (p, 384) raw text-tower embeddings of the class phrases
     phrase_owner: np.ndarray  # (p,) class index of each phrase, sorted
     maps: np.ndarray | None = None  # (n, 320, 7, 7) float16 pre-head maps (memory-mapped), if stored
+    features_for: str = FROZEN_FEATURES  # version of the base heads whose small-photo layer made them
 
     def __len__(self) -> int:
         return len(self.items)
@@ -104,10 +106,12 @@ def write_partition(
     synonyms: dict[str, list[str]],
     encode_texts: EncodeFn,
     maps: np.ndarray | None = None,
+    features_for: str = FROZEN_FEATURES,
 ) -> Path:
     """Write one client's store (photo list, tower outputs, phrase embeddings); returns the dir.
 
-    ``maps`` (pre-head maps) are needed only by runs that tune the tower's last layer.
+    ``maps`` (pre-head maps) are needed only by runs that tune the tower's last layer;
+    ``features_for`` names the base heads whose small-photo layer computed ``pooled`` and ``logits``.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -119,6 +123,7 @@ def write_partition(
         owner += [index] * len(mine)
     listing = {
         "format": PARTITION_FORMAT,
+        "features_for": features_for,
         "classes": classes,
         "items": [{"path": str(i.path), "label": i.label, "domain": i.domain} for i in items],
     }
@@ -133,14 +138,16 @@ def write_partition(
     return directory
 
 
-def prepare_partition(directory: str | Path, data_dir: str | Path, extract: ExtractFn, encode_texts: EncodeFn) -> Path:
+def prepare_partition(directory: str | Path, data_dir: str | Path, extract: ExtractFn, encode_texts: EncodeFn,
+                      features_for: str = FROZEN_FEATURES) -> Path:
     """Build a client's store from its own photo folder, on the client's machine (real deployment).
 
     The towers run here, once; federated rounds then only read the store.
     """
     items = scan_image_folder(data_dir)
     out = extract(items)
-    return write_partition(directory, items, out.pooled, out.logits, read_synonyms(data_dir), encode_texts, out.maps)
+    return write_partition(directory, items, out.pooled, out.logits, read_synonyms(data_dir), encode_texts, out.maps,
+                           features_for)
 
 
 def load_partition(directory: str | Path) -> ClientPartition:
@@ -167,7 +174,8 @@ def load_partition(directory: str | Path) -> ClientPartition:
     labels = np.asarray([index[i.label] for i in items])
     if len(pooled) != len(items) or len(logits) != len(items) or (maps is not None and len(maps) != len(items)):
         raise DatasetError(f"partition store {directory} lists {len(items)} photos but holds {len(pooled)} features")
-    return ClientPartition(items, classes, labels, pooled, logits, phrase_emb, phrase_owner, maps)
+    return ClientPartition(items, classes, labels, pooled, logits, phrase_emb, phrase_owner, maps,
+                           listing.get("features_for", FROZEN_FEATURES))
 
 
 def write_partitions(
@@ -179,6 +187,7 @@ def write_partitions(
     synonyms: dict[str, list[str]],
     encode_texts: EncodeFn,
     maps: np.ndarray | None = None,
+    features_for: str = FROZEN_FEATURES,
 ) -> list[Path]:
     """Write ``client-<k>`` stores under ``out_root`` from features already extracted for ``items``.
 
@@ -197,7 +206,7 @@ def write_partitions(
     for k, part in enumerate(parts):
         dirs.append(write_partition(
             Path(out_root) / client_dir_name(k), [items[i] for i in part], pooled[part], logits[part],
-            synonyms, encode_once, None if maps is None else maps[part],
+            synonyms, encode_once, None if maps is None else maps[part], features_for,
         ))
     return dirs
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from federated.partition import ClientPartition
+from federated.partition import FROZEN_FEATURES, ClientPartition
 from middleware.encoder.conse import conse_embed
 from middleware.encoder.heads import (
     BASE_HEADS_PATH,
@@ -30,6 +30,7 @@ from middleware.encoder.heads import (
     with_tower_head,
 )
 from middleware.encoder.loss import ClipLoss
+from middleware.encoder.small_photos import SmallPhotoLayer
 from middleware.encoder.training import PhraseBank, TrainConfig, TrainingExamples, train_epochs
 from pmirs.errors import FederatedError
 
@@ -165,8 +166,27 @@ def _pretrained_tower_model() -> torch.nn.Module:
     return ImageTower().model
 
 
+def store_features_tag(base: HeadsCheckpoint) -> str:
+    """What a client store built for ``base`` records as the origin of its features: the base's
+    version when its small-photo layer computed them, else the frozen tower's tag."""
+    return base.version if base.config.small_photo_max_side else FROZEN_FEATURES
+
+
+def small_photo_layer(base: HeadsCheckpoint) -> SmallPhotoLayer | None:
+    """The base's small-photo layer, which client stores must be built with."""
+    return base.build().small_photo_layer
+
+
 def make_examples(partition: ClientPartition, base: HeadsCheckpoint) -> TrainingExamples:
-    """A client's training inputs: ConSE embeddings from its cached logits, its cached features."""
+    """A client's training inputs: ConSE embeddings from its cached logits, its cached features.
+
+    Raises:
+        FederatedError: the store's features were computed for other base heads.
+    """
+    if partition.features_for != store_features_tag(base):
+        raise FederatedError(
+            f"this client's store holds features for base heads {partition.features_for!r}, not for "
+            f"{store_features_tag(base)!r}: rebuild it with `pmirs federated prepare` (or partition)")
     cfg = base.config
     conse = conse_embed(partition.logits, base.class_bank, cfg.conse_top_k, cfg.conse_temperature)
     return TrainingExamples(

@@ -137,3 +137,4 @@ def photo_caption(label: str) -> str:
 
 # Where the team's benchmark data sits: `shared/` beside the repository checkout (see its README).
 PHRASE_IMAGENET = Path(__file__).resolve().parents[2] / "shared" / "data" / "phrase-imagenet"
+DEMO_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "demo"  # shipped full-resolution demo photos

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from middleware.encoder.small_photos import DEFAULT_INPUT_SIZE, SmallPhotoLayer
 from pmirs.errors import ModelUnavailableError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -43,6 +44,8 @@ class HeadsConfig:
     image_size: int = 224  # input resolution of the image tower (photos are resized to it)
     init_logit_scale: float = math.log(1 / 0.07)  # CLIP's initial temperature
     tower_head: bool = False  # also tune the image tower's last conv layer (reads pre-head maps)
+    small_photo_max_side: int = 0  # >0: photos this small take the small-photo path (see small_photos)
+    small_photo_input: int = DEFAULT_INPUT_SIZE  # the tower's input size on that path
     extra: dict = field(default_factory=dict)  # free-form notes (training data, metrics)
 
 
@@ -88,6 +91,8 @@ class DualHeads(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(config.init_logit_scale))
         self.register_buffer("center", torch.zeros(config.dim))
         self.tower_head = TowerHead() if config.tower_head else None
+        # Adapted by `train-heads` before the CLIP step, then frozen: never trained or exchanged here.
+        self.small_photo_head = TowerHead().requires_grad_(False) if config.small_photo_max_side else None
         for layer in (self.text_residual, self.image_residual, self.image_features):
             nn.init.zeros_(layer.weight)
             if layer.bias is not None:
@@ -113,6 +118,13 @@ class DualHeads(nn.Module):
             raise ValueError("these heads tune the tower's last layer: pass pre-head maps (n, 320, 7, 7)")
         return self.tower_head(features)
 
+    @property
+    def small_photo_layer(self) -> SmallPhotoLayer | None:
+        """The tower layer adapted to small photos, if these heads carry one."""
+        if self.small_photo_head is None:
+            return None
+        return SmallPhotoLayer(self.small_photo_head, self.config.small_photo_max_side, self.config.small_photo_input)
+
     def residual_norm(self) -> torch.Tensor:
         """Squared size of everything the heads add to the zero-shot base (for regularisation)."""
         return sum(
@@ -131,12 +143,14 @@ def create_base_heads(config: HeadsConfig, class_bank: np.ndarray) -> DualHeads:
 
 def with_tower_head(heads: DualHeads, tower_model: nn.Module) -> DualHeads:
     """A copy of ``heads`` that also tunes the tower's last conv layer, starting from the tower's own
-    weights: its outputs equal those of ``heads`` until it is trained."""
+    weights (or from the small-photo layer when ``heads`` carry one, as tuning data are thumbnails)."""
     if heads.tower_head is not None:
         return heads
     extended = DualHeads(replace(heads.config, tower_head=True))
     extended.load_state_dict(heads.state_dict(), strict=False)
     extended.tower_head.copy_from_tower(tower_model)
+    if heads.small_photo_head is not None:
+        extended.tower_head.load_state_dict(heads.small_photo_head.state_dict())
     return extended
 
 

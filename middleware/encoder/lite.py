@@ -75,8 +75,15 @@ class LiteEncoder(Encoder):
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
+        small = self.small_photos([image.size for image in images])
+        if self.heads.tower_head is not None and small is not None and 0 < small.sum() < len(images):
+            # Thumbnails and larger photos give pre-head maps of different sizes: one group at a time.
+            out = np.empty((len(images), self.dim), dtype=np.float32)
+            for group in (small, ~small):
+                out[group] = self.encode_images([im for im, keep in zip(images, group, strict=True) if keep])
+            return out
         with _intra_op_threads(1 if len(images) <= SINGLE_THREAD_IMAGES else torch.get_num_threads()):
-            return self.embed_image_features(self.image_features(images, batch_size=batch_size))
+            return self.embed_image_features(self.image_features(images, batch_size=batch_size), small=small)
 
     @property
     def relevance(self) -> dict[str, float] | None:
@@ -85,17 +92,41 @@ class LiteEncoder(Encoder):
     @property
     def feature_format(self) -> str:
         """What :meth:`image_features` returns (the feature cache keeps formats apart)."""
-        return PREHEAD_FORMAT if self.heads.tower_head is not None else POOLED_FORMAT
+        layer = self.heads.small_photo_layer
+        if self.heads.tower_head is not None:
+            return PREHEAD_FORMAT if layer is None else f"{PREHEAD_FORMAT}+small{layer.max_side}@{layer.input_size}"
+        if layer is not None:  # pooled features that went through this checkpoint's small-photo layer
+            return f"{POOLED_FORMAT}+small-photos-{self.checkpoint.version}"
+        return POOLED_FORMAT
+
+    def small_photos(self, sizes: Sequence[tuple[int, int]]) -> np.ndarray | None:
+        """Which photos (by (width, height)) take the small-photo path; None without one."""
+        layer = self.heads.small_photo_layer
+        return None if layer is None else layer.applies_to(sizes)
 
     def image_features(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        """Frozen tower outputs, what the feature cache stores: pooled features (n, 1280), or the
-        pre-head maps (n, 320, 7, 7) when these heads tune the tower's last layer."""
-        extract = self.image_tower.prehead_maps if self.heads.tower_head is not None else (
-            lambda batch: self.image_tower.features(batch)[0])
+        """Tower outputs, what the feature cache stores: pooled features (n, 1280), through the
+        small-photo path for thumbnails when the heads carry one; or, when the heads tune the
+        tower's last layer, its input maps (n, 320, h, w), for photos of one kind per call."""
+        layer, tower, size = self.heads.small_photo_layer, self.image_tower, self.config.image_size
         chunks = []
         for start in range(0, len(images), batch_size):
-            chunks.append(extract(images_to_array(images[start : start + batch_size], size=self.config.image_size)))
+            batch = images[start : start + batch_size]
+            if self.heads.tower_head is not None:
+                chunks.append(tower.prehead_maps(images_to_array(batch, size=self._maps_input_size(images))))
+            elif layer is not None:
+                chunks.append(layer.tower_pass(batch, tower, size))
+            else:
+                chunks.append(tower.features(images_to_array(batch, size=size))[0])
         return np.concatenate(chunks).astype(np.float32)
+
+    def _maps_input_size(self, images: Sequence[Image.Image]) -> int:
+        small = self.small_photos([image.size for image in images])
+        if small is None or not small.any():
+            return self.config.image_size
+        if not small.all():
+            raise ValueError("pre-head maps of thumbnails and larger photos differ in size: pass one kind per call")
+        return self.heads.small_photo_layer.input_size
 
     @torch.inference_mode()
     def embed_text_features(self, text_emb: np.ndarray) -> np.ndarray:
@@ -104,15 +135,36 @@ class LiteEncoder(Encoder):
         return out.numpy().astype(np.float32)
 
     @torch.inference_mode()
-    def embed_image_features(self, features: np.ndarray) -> np.ndarray:
+    def embed_image_features(self, features: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
         """Shared-space embeddings from :meth:`image_features` output (cached or fresh).
 
-        ConSE always reads the frozen tower's classifier; a tuned tower head only feeds the residual.
+        ConSE reads the tower's classifier on pooled features: as given, or from pre-head maps
+        through the frozen last layer, or through the small-photo layer when ``small`` (one flag per
+        photo, needed with maps and a small-photo layer) says the maps are thumbnails'. A tuned
+        tower head only feeds the residual.
         """
         features = np.asarray(features, dtype=np.float32)
-        frozen = self.image_tower.pooled_from_maps(features) if features.ndim == 4 else features
-        logits = self.image_tower.logits_from_pooled(frozen)
+        if features.ndim != 4:
+            classifier_input = features
+        elif self._maps_are_small(small, len(features)):
+            classifier_input = self.heads.small_photo_layer.read(features)
+        else:
+            classifier_input = self.image_tower.pooled_from_maps(features)
+        logits = self.image_tower.logits_from_pooled(classifier_input)
         conse = conse_embed(logits, self.class_bank, self.config.conse_top_k, self.config.conse_temperature)
-        pooled = self.heads.pooled_features(torch.from_numpy(features))
+        if self.heads.tower_head is not None:
+            pooled = self.heads.pooled_features(torch.from_numpy(features))
+        else:
+            pooled = torch.from_numpy(np.asarray(classifier_input, dtype=np.float32))
         out = self.heads.encode_image(torch.from_numpy(conse.astype(np.float32)), pooled)
         return out.numpy().astype(np.float32)
+
+    def _maps_are_small(self, small: np.ndarray | None, count: int) -> bool:
+        if self.heads.small_photo_layer is None:
+            return False
+        if small is None or len(small) != count:
+            raise ValueError("these heads read thumbnails through a small-photo layer: pass `small` "
+                             "(LiteEncoder.small_photos of the photos' sizes, one flag per photo) with pre-head maps")
+        if 0 < np.sum(small) < count:
+            raise ValueError("pre-head maps of thumbnails and larger photos differ in size: pass one kind per call")
+        return bool(np.all(small))

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from middleware.datasets import DEMO_PHOTOS as DEMO_DIR
+
 DEFAULT_WORKSPACE = Path("runs/demo")
-DEMO_DIR = Path(__file__).resolve().parents[2] / "data" / "demo"
 DEMO_PASSPHRASE = "pmirs-demo-passphrase"  # printed on purpose: demo keystores protect demo photos only
 TENANT = "demo"
 SHOP_COLLECTION = "shop"  # the customer-service catalogue (pmirs chat --bot customer-service)

@@ -39,7 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--dp-clip", type=float, default=0.5, help="client-side clipping norm (DP only)")
     sim.add_argument("--secagg", action="store_true", help="aggregate with SecAgg+ (server sees only the sum)")
     sim.add_argument("--train-text", action="store_true", help="also tune the text head (default: frozen)")
-    sim.add_argument("--heads", default="", help="base heads checkpoint (default: the shipped one)")
     sim.add_argument("--work-dir", default="runs/federated", help="where partition stores are written")
     sim.add_argument("--out-dir", default="runs/federated/checkpoints", help="where the checkpoint is saved")
     sim.add_argument("--cpus", type=int, default=2, help="CPUs given to Ray")
@@ -49,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep.add_argument("--data", required=True, help="<root>/<label>/*.jpg or <root>/<domain>/<label>/*.jpg")
     prep.add_argument("--out", required=True, help="the store directory (give it to the SuperNode)")
     prep.add_argument("--tower-head", action="store_true", help="keep pre-head maps (for --tower-head runs)")
+    prep.add_argument("--heads", default="", help="base heads checkpoint the run uses (default: the shipped one)")
     prep.set_defaults(func=_prepare)
 
     dep = sub.add_parser("deploy-config", help="write the commands of a real deployment on one host")
@@ -66,6 +66,7 @@ def _partition_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--partition", choices=("iid", "domain", "dirichlet"), default="iid")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (dirichlet only)")
+    parser.add_argument("--heads", default="", help="base heads checkpoint the run uses (default: the shipped one)")
     parser.add_argument("--per-class", type=int, default=100, help="photos per class to use (0 = all)")
     parser.add_argument("--feature-cache", default="cache/features", help="cached tower features directory")
     parser.add_argument("--tower-head", action="store_true",
@@ -76,16 +77,18 @@ def _partition_args(parser: argparse.ArgumentParser) -> None:
 def _write_stores(args: argparse.Namespace, out: Path) -> list[Path]:
     """Extract (or reuse cached) tower outputs once and write one store per client."""
     from federated.partition import describe_partitions, partition_indices, write_partitions
+    from federated.task import load_base, small_photo_layer, store_features_tag
     from middleware.datasets import limit_per_class, read_synonyms, scan_image_folder
     from middleware.encoder.features import tower_outputs
     from middleware.encoder.towers import ImageTower, TextTower
 
+    base = load_base(args.heads)
     items = limit_per_class(scan_image_folder(Path(args.data) / args.split), args.per_class or None)
     tower = tower_outputs(items, ImageTower(), args.feature_cache, with_maps=args.tower_head,
-                          desc=f"features {args.split}")
+                          desc=f"features {args.split}", small_photos=small_photo_layer(base))
     parts = partition_indices(items, args.clients, args.partition, args.alpha, args.seed)
     dirs = write_partitions(out, items, tower.pooled, tower.logits, parts, read_synonyms(args.data),
-                            TextTower().encode, tower.maps)
+                            TextTower().encode, tower.maps, store_features_tag(base))
     for row in describe_partitions(dirs):
         print(f"{row['dir']}: {row['photos']} photos, {row['classes']} classes, domains {', '.join(row['domains'])}")
     return dirs
@@ -120,14 +123,16 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from federated.partition import prepare_partition
+    from federated.task import load_base, small_photo_layer, store_features_tag
     from middleware.encoder.features import tower_outputs
     from middleware.encoder.towers import ImageTower, TextTower
 
-    image_tower = ImageTower()
+    base, image_tower = load_base(args.heads), ImageTower()
     path = prepare_partition(
         args.out, args.data,
-        lambda items: tower_outputs(items, image_tower, Path(args.out) / "feature-cache", with_maps=args.tower_head),
-        TextTower().encode,
+        lambda items: tower_outputs(items, image_tower, Path(args.out) / "feature-cache", with_maps=args.tower_head,
+                                    small_photos=small_photo_layer(base)),
+        TextTower().encode, store_features_tag(base),
     )
     print(f"client store ready: {path} (start the SuperNode with --node-config 'partition-dir=\"{path}\"')")
     return 0

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.input_size import imagenet_index, tower_accuracy
+from benchmarks.input_size import tower_accuracy
 from middleware.datasets import LabelledImage
+from middleware.encoder.small_photos import imagenet_index
 
 
 def test_labels_map_by_wnid_first_then_by_name(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ from PIL import ImageOps
 
 from middleware.datasets import open_image, scan_image_folder
 from middleware.encoder.alignment import ZERO_SHOT_GRID, train_heads_on_pretrain
-from middleware.encoder.heads import load_heads
+from middleware.encoder.heads import TowerHead, load_heads
+from middleware.encoder.small_photos import AdaptConfig
+from middleware.encoder.towers import ImageTower
 from middleware.encoder.training import TrainConfig
 
 pytestmark = pytest.mark.slow
@@ -19,10 +21,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_pretrain(tmp_path_factory, demo_dir: Path) -> Path:
-    """<root>/pretrain/<label>/{a,b,c}.png for eight general-domain demo photos."""
+    """<root>/pretrain/<label>/{a,b,c}.png: 64-px thumbnails (like the real pool) of eight demo photos."""
     root = tmp_path_factory.mktemp("tiny-pretrain")
     for item in scan_image_folder(demo_dir / "general")[:8]:
-        photo = open_image(item.path)
+        photo = open_image(item.path).resize((64, 64))
         folder = root / "pretrain" / item.path.parent.name
         folder.mkdir(parents=True)
         photo.save(folder / "a.png")
@@ -34,7 +36,8 @@ def tiny_pretrain(tmp_path_factory, demo_dir: Path) -> Path:
 def test_train_heads_writes_a_loadable_checkpoint_report_and_curve(tiny_pretrain, tmp_path):
     out = tmp_path / "heads.pt"
     report = train_heads_on_pretrain(tiny_pretrain, out, tmp_path / "fc", per_class=None, holdout_fraction=0.25,
-                                     train_config=TrainConfig(epochs=2, batch_size=8), tune=True)
+                                     train_config=TrainConfig(epochs=2, batch_size=8), tune=True,
+                                     adapt_config=AdaptConfig(epochs=2, lr=1e-3, batch_size=8))
     checkpoint = load_heads(out)
     assert checkpoint.version == report.checkpoint_version
     assert len(report.heldout_classes) == 2
@@ -49,5 +52,21 @@ def test_train_heads_writes_a_loadable_checkpoint_report_and_curve(tiny_pretrain
     assert saved["checkpoint_version"] == checkpoint.version
     assert out.with_suffix(".png").stat().st_size > 1000
     heads = checkpoint.build()
-    trained = any(float(torch.count_nonzero(p)) for n, p in heads.named_parameters() if n != "logit_scale")
+    trained = any(float(torch.count_nonzero(p)) for n, p in heads.named_parameters()
+                  if n != "logit_scale" and p.requires_grad)
     assert trained == (report.chosen_epochs > 0)  # zero epochs kept = exactly the zero-shot base
+    assert set(report.small_photos["by_input"]) == {"224", "160"}  # one layer per input size tried
+    chosen = report.small_photos["chosen_input"]
+    small = report.small_photos["by_input"][str(chosen)]
+    assert small["learnable_photos"] == 24 and [row["epoch"] for row in small["heldout_curve"]] == [0, 1, 2]
+    assert {"tower", "f1@10", "t2i_map"} <= set(small["heldout_curve"][0])
+    best = max(report.small_photos["by_input"].values(),
+               key=lambda r: max(row["f1@10"] + row["t2i_map"] for row in r["heldout_curve"]))
+    assert best is small
+    # Thumbnails take the small-photo path; its layer is the tower's own unless an adapted epoch won.
+    layer = heads.small_photo_layer
+    assert layer is not None and (layer.max_side, layer.input_size) == (112, chosen)
+    own = TowerHead()
+    own.copy_from_tower(ImageTower().model)
+    assert torch.equal(layer.head.conv.weight, own.conv.weight) == (small["chosen_epochs"] == 0)
+    assert small["sharp_photos"]["photos"] >= 150

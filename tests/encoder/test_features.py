@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from middleware.datasets import scan_image_folder
-from middleware.encoder.features import tower_outputs
+from middleware.encoder.features import PREHEAD_FORMAT, features_cached, tower_outputs
 
 
 class CountingTower:
@@ -60,6 +60,44 @@ def test_a_changed_photo_is_recomputed(tmp_path: Path) -> None:
     items, tower, cache = _photos(tmp_path / "photos"), CountingTower(), tmp_path / "cache"
     tower_outputs(items, tower, cache)
     Image.new("RGB", (16, 16), (90, 90, 90)).save(items[0].path)
-    os.utime(items[0].path, (1, 1))  # a new modification time, as a real edit would give
     tower_outputs(items, tower, cache)
     assert tower.calls == 3
+
+
+def test_a_touched_but_unchanged_photo_stays_cached(tmp_path: Path) -> None:
+    items, tower, cache = _photos(tmp_path / "photos"), CountingTower(), tmp_path / "cache"
+    tower_outputs(items, tower, cache)
+    os.utime(items[0].path, (1, 1))  # as a re-synced data folder leaves it: same bytes, new time
+    tower_outputs(items, tower, cache)
+    assert tower.calls == 2
+
+
+def test_features_cached_tells_whether_extraction_is_needed(tmp_path: Path) -> None:
+    items, tower, cache = _photos(tmp_path / "photos"), CountingTower(), tmp_path / "cache"
+    assert not features_cached(items, cache)
+    tower_outputs(items, tower, cache)
+    assert features_cached(items, cache) and not features_cached(items, cache, feature_format=PREHEAD_FORMAT)
+    Image.new("RGB", (16, 16), (90, 90, 90)).save(items[1].path)
+    assert not features_cached(items, cache)
+
+
+def test_small_photos_take_their_own_path_and_cache(tmp_path: Path) -> None:
+    import pytest
+    import torch
+
+    from middleware.encoder.heads import TowerHead
+    from middleware.encoder.small_photos import SmallPhotoLayer
+
+    items, tower, cache = _photos(tmp_path / "photos"), CountingTower(), tmp_path / "cache"
+    Image.new("RGB", (200, 150), (200, 200, 200)).save(items[1].path)  # the second photo is not small
+    torch.manual_seed(0)
+    layer = SmallPhotoLayer(TowerHead().eval(), max_side=112, input_size=160)
+    out = tower_outputs(items, tower, cache, small_photos=layer)
+    assert tower.calls == 2 and out.maps is None
+    thumbnail_maps = tower_outputs(items[:1], tower, cache, with_maps=True, image_size=160).maps
+    np.testing.assert_allclose(out.pooled[0], layer.read(thumbnail_maps)[0], rtol=1e-2, atol=1e-3)
+    np.testing.assert_allclose(out.pooled[1], tower_outputs(items[1:], tower, cache).pooled[0])
+    assert tower.calls == 2  # both paths were cached
+    with pytest.raises(ValueError, match="one kind"):
+        tower_outputs(items, tower, cache, with_maps=True, small_photos=layer)
+    assert tower_outputs(items[:1], tower, cache, with_maps=True, small_photos=layer).maps.shape == (1, 320, 7, 7)

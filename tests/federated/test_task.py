@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from federated import task
 from federated.partition import load_partition
-from middleware.encoder.heads import load_heads
+from middleware.encoder.heads import DualHeads, load_heads, save_heads
 from pmirs.errors import FederatedError
 
 
@@ -113,3 +114,26 @@ def test_the_flwr_app_config_lists_every_setting_with_its_default() -> None:
     config = tomllib.loads(app.read_text())["tool"]["flwr"]["app"]["config"]
     assert set(config) == set(task.FederatedSettings().to_config())
     assert task.FederatedSettings.from_config(config) == task.FederatedSettings()
+
+
+def test_stores_must_be_built_for_a_base_with_a_small_photo_layer(tmp_path: Path, stores: Path,
+                                                                  base_heads: Path) -> None:
+    """Such a base changes the stored features, so a store records which base it was built for."""
+    plain = task.load_base(base_heads)
+    gated_path = tmp_path / "gated.pt"
+    save_heads(gated_path, DualHeads(replace(plain.config, small_photo_max_side=112)), plain.class_bank)
+    gated = task.load_base(gated_path)
+    partition = load_partition(stores / "client-0")
+    assert partition.features_for == task.store_features_tag(plain) == "frozen"
+    with pytest.raises(FederatedError, match="rebuild"):
+        task.make_examples(partition, gated)
+    partition.features_for = task.store_features_tag(gated)
+    assert task.store_features_tag(gated) == gated.version
+    heads = task.build_heads(gated, task.FederatedSettings(tower_head=True))
+    assert torch.equal(heads.tower_head.conv.weight, heads.small_photo_head.conv.weight)  # tuning starts there
+    small_before = heads.small_photo_head.conv.weight.clone()
+    task.train(heads, task.make_examples(partition, gated),
+               task.FederatedSettings(local_epochs=1, batch_size=4, tower_head=True))
+    assert not torch.equal(heads.tower_head.conv.weight, small_before)
+    assert torch.equal(heads.small_photo_head.conv.weight, small_before)  # frozen
+    assert not any(k.startswith("small_photo_head") for k in task.exchange_state(heads))  # never travels

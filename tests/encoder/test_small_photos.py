@@ -1,0 +1,153 @@
+"""The small-photo layer: its training loop, its size gate, and the encoder paths that read it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from middleware.datasets import open_image, scan_image_folder
+from middleware.encoder.heads import DualHeads, TowerHead, save_heads
+from middleware.encoder.lite import LiteEncoder
+from middleware.encoder.preprocess import images_to_array
+from middleware.encoder.small_photo_fit import sharp_photo_check
+from middleware.encoder.small_photos import AdaptConfig, SmallPhotoLayer, adapt_small_photo_head, small_photo_mask
+
+
+def _tower_copy(tower) -> TowerHead:
+    head = TowerHead()
+    head.copy_from_tower(tower.model)
+    return head.eval()
+
+
+def test_the_size_gate_reads_the_longer_side() -> None:
+    sizes = [(64, 64), (112, 80), (80, 113), (400, 300)]
+    assert small_photo_mask(sizes, 112).tolist() == [True, True, False, False]
+    assert SmallPhotoLayer(TowerHead(), 64).applies_to(sizes).tolist() == [True, False, False, False]
+
+
+def test_adaptation_learns_its_targets_and_leaves_the_layer_frozen(lite_encoder, demo_dir: Path) -> None:
+    tower = lite_encoder.image_tower
+    photos = [open_image(item.path) for item in scan_image_folder(demo_dir)[:16]]
+    maps = tower.prehead_maps(images_to_array(photos))
+    head = _tower_copy(tower)
+    with torch.no_grad():
+        targets = tower.model._fc(head(torch.from_numpy(maps))).argsort(dim=1, descending=True)[:, 1].numpy()
+    seen: list[int] = []
+    adapt_small_photo_head(head, tower.model._fc, maps, targets, AdaptConfig(epochs=3, lr=1e-2, batch_size=8),
+                           lambda epoch, _head: seen.append(epoch))
+    assert seen == [1, 2, 3]
+    with torch.no_grad():
+        predicted = tower.model._fc(head(torch.from_numpy(maps))).argmax(dim=1).numpy()
+    assert (predicted == targets).mean() > 0.5  # the frozen tower's runner-up: 0 of 16 before
+    assert not any(p.requires_grad for p in head.parameters())
+
+
+def test_only_small_photos_take_the_small_photo_path(lite_encoder, demo_dir: Path) -> None:
+    tower = lite_encoder.image_tower
+    sharp = open_image(scan_image_folder(demo_dir / "food")[0].path)
+    thumbnail = sharp.resize((64, 64))
+    head = _tower_copy(tower)
+    with torch.no_grad():
+        head.conv.weight.mul_(1.3)
+    layer = SmallPhotoLayer(head, 112, 160)
+    pooled = layer.tower_pass([sharp, thumbnail], tower, 224)
+    np.testing.assert_allclose(pooled[0], tower.features(images_to_array([sharp], 224))[0][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooled[1], layer.read(tower.prehead_maps(images_to_array([thumbnail], 160)))[0],
+                               rtol=1e-5, atol=1e-6)
+    frozen_at_224 = tower.features(images_to_array([thumbnail], 224))[0][0]
+    assert np.abs(pooled[1] - frozen_at_224).max() > 0.1
+
+
+def test_an_unchanged_layer_costs_sharp_photos_nothing(lite_encoder, demo_dir: Path) -> None:
+    result = sharp_photo_check(_tower_copy(lite_encoder.image_tower), lite_encoder.image_tower, demo_dir,
+                               trained=frozenset({"lion"}))
+    assert result["photos"] >= 150  # the demo photos are named after ImageNet classes
+    assert result["unseen_photos"] == result["photos"] - 1
+    assert result["adapted"] == result["frozen"] and result["frozen"]["top5"] >= 0.8
+
+
+@pytest.fixture()
+def gated_encoder(lite_encoder, tmp_path: Path) -> tuple[LiteEncoder, LiteEncoder]:
+    """(encoder without a small-photo layer, the same heads with a changed small-photo layer)."""
+    base = lite_encoder.checkpoint
+    plain = DualHeads(replace(base.config, small_photo_max_side=0))
+    plain.load_state_dict(base.state_dict, strict=False)
+    gated = DualHeads(replace(base.config, small_photo_max_side=112, small_photo_input=160))
+    gated.load_state_dict(base.state_dict, strict=False)
+    gated.small_photo_head.copy_from_tower(lite_encoder.image_tower.model)
+    with torch.no_grad():
+        gated.small_photo_head.conv.weight.mul_(1.5)
+    encoders = []
+    for name, heads in (("plain", plain), ("gated", gated)):
+        save_heads(tmp_path / f"{name}.pt", heads, base.class_bank)
+        encoders.append(LiteEncoder(tmp_path / f"{name}.pt", image_tower=lite_encoder.image_tower,
+                                    text_tower=lite_encoder.text_tower))
+    return encoders[0], encoders[1]
+
+
+def test_the_encoder_reads_the_layer_for_thumbnails_only(gated_encoder, demo_dir: Path) -> None:
+    plain, gated = gated_encoder
+    sharp = open_image(scan_image_folder(demo_dir / "mammals")[0].path)
+    thumbnail = sharp.resize((64, 64))
+    photos = [sharp, thumbnail]
+    emb_plain, emb_gated = plain.encode_images(photos), gated.encode_images(photos)
+    np.testing.assert_allclose(emb_gated[0], emb_plain[0], atol=1e-5)  # sharp photo: frozen tower at 224 px
+    assert np.abs(emb_gated[1] - emb_plain[1]).max() > 1e-2  # thumbnail: small-photo path
+    # The cached-feature path agrees with encode_images, in a format of its own.
+    assert gated.feature_format != plain.feature_format
+    np.testing.assert_allclose(gated.embed_image_features(gated.image_features(photos)), emb_gated, atol=1e-5)
+
+
+def test_pre_head_maps_need_the_photo_sizes(gated_encoder, demo_dir: Path) -> None:
+    _, gated = gated_encoder
+    maps = gated.image_tower.prehead_maps(images_to_array([open_image(scan_image_folder(demo_dir)[0].path)]))
+    with pytest.raises(ValueError, match="small"):
+        gated.embed_image_features(maps)
+    assert gated.embed_image_features(maps, small=np.asarray([False])).shape == (1, gated.dim)
+
+
+def test_tower_head_checkpoints_encode_thumbnails_and_sharp_photos_apart(gated_encoder, demo_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    from middleware.encoder.heads import with_tower_head
+
+    _, gated = gated_encoder
+    heads = with_tower_head(gated.heads, gated.image_tower.model)
+    save_heads(tmp_path / "tuned.pt", heads, gated.class_bank)
+    tuned = LiteEncoder(tmp_path / "tuned.pt", image_tower=gated.image_tower, text_tower=gated.text_tower)
+    sharp = open_image(scan_image_folder(demo_dir / "vehicles")[0].path)
+    photos = [sharp, sharp.resize((64, 64))]
+    together = tuned.encode_images(photos)
+    np.testing.assert_allclose(together, gated.encode_images(photos), atol=1e-4)  # untrained: the base
+    np.testing.assert_allclose(together[1], tuned.encode_images(photos[1:])[0], atol=1e-5)
+    assert tuned.image_features(photos[1:]).shape[2:] == (5, 5)  # 160-px input
+    with pytest.raises(ValueError, match="one kind"):
+        tuned.image_features(photos)
+
+
+def test_the_fit_keeps_the_epoch_the_held_out_score_prefers_and_retrains_on_everything(
+        lite_encoder, demo_dir: Path, tmp_path: Path) -> None:
+    from middleware.encoder.small_photo_fit import SmallPhotoFit
+
+    tower = lite_encoder.image_tower
+    items = scan_image_folder(demo_dir / "general")[:6]
+    thumbnails = []
+    for item in items:  # 64-px copies, as in the pretrain pool
+        path = tmp_path / f"{item.label}.png"
+        open_image(item.path).resize((64, 64)).save(path)
+        thumbnails.append(replace(item, path=path))
+    fit = SmallPhotoFit(thumbnails, tower, demo_dir, tmp_path / "cache", 112, 160,
+                        AdaptConfig(epochs=3, lr=1e-2, batch_size=4))
+    assert fit.maps.shape == (6, 320, 5, 5)
+    assert fit.learnable.all()
+    scores = iter([0.1, 0.2, 0.5, 0.3])  # epochs 0..3: the second adapted epoch is best
+    pooled = fit.choose(np.asarray([False, False, False, False, True, True]),
+                        lambda _pooled: {"f1@10": next(scores), "t2i_map": 0.0})
+    assert fit.chosen_epochs == 2 and [row["epoch"] for row in fit.report["heldout_curve"]] == [0, 1, 2, 3]
+    assert np.abs(pooled - fit.pooled(fit.new_head())).max() > 1e-3  # the held-out run's layer, not frozen
+    head = fit.final(sharp_photos=demo_dir)
+    assert head is not None and not any(p.requires_grad for p in head.parameters())
+    assert fit.report["sharp_photos"]["unseen_photos"] == fit.report["sharp_photos"]["photos"] - 6
