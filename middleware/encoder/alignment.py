@@ -234,13 +234,18 @@ def _zero_shot_scores(pooled: np.ndarray, labels: Sequence[str], rows: np.ndarra
 
 
 def _plot_curve(report: AlignmentReport, path: Path) -> None:
+    """Held-out curves: the small-photo layer per input size (left, when trained), the heads (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    by_input = report.small_photos.get("by_input", {})
+    fig, axes = plt.subplots(1, 2 if by_input else 1, figsize=(11 if by_input else 6, 3.8), squeeze=False)
+    if by_input:
+        _plot_small_photo_curves(axes[0][0], by_input, report.small_photos.get("chosen_input"))
+    ax = axes[0][-1]
     epochs = [r["epoch"] for r in report.heldout_curve]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(epochs, [r["f1@10"] for r in report.heldout_curve], marker="o", label="held-out F1@N=10")
     ax.plot(epochs, [r["t2i_map"] for r in report.heldout_curve], marker="s", label="held-out t2i mAP")
     ax2 = ax.twinx()
@@ -252,7 +257,22 @@ def _plot_curve(report: AlignmentReport, path: Path) -> None:
     lines = ax.get_legend_handles_labels()
     extra = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + extra[0], lines[1] + extra[1], loc="center right", fontsize=8)
-    ax.set_title("train-heads: held-out classes")
+    ax.set_title("residual heads")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot_small_photo_curves(ax, by_input: dict, chosen: int | None) -> None:
+    for size, curve in by_input.items():
+        rows = curve["heldout_curve"]
+        epochs = [r["epoch"] for r in rows]
+        style = "-" if str(size) == str(chosen) else ":"
+        ax.plot(epochs, [r["f1@10"] for r in rows], style, marker="o", label=f"{size} px: F1@N=10")
+        ax.plot(epochs, [r["t2i_map"] for r in rows], style, marker="s", label=f"{size} px: t2i mAP")
+        if all("tower" in r for r in rows):
+            ax.plot(epochs, [r["tower"]["top1"] for r in rows], style, marker="^", label=f"{size} px: tower top-1")
+    ax.set_xlabel("adaptation epoch (0 = the tower's own layer)")
+    ax.set_ylabel("held-out pretrain classes")
+    ax.set_title(f"small-photo layer (solid: chosen, {chosen} px)")
+    ax.legend(fontsize=7, loc="center right")
