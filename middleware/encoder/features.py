@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from middleware.datasets import LabelledImage, open_image
-from middleware.encoder.small_photos import photo_sizes
+from middleware.encoder.small_photos import one_kind, photo_sizes
 from middleware.encoder.towers import IMAGE_FEATURE_DIM
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from middleware.encoder.towers import ImageTower
 
 POOLED_FORMAT = "lite0-pooled-v1"  # (1280,) pooled features per photo
-PREHEAD_FORMAT = "lite0-prehead-v1"  # (320, 7, 7) input of the last conv layer (~31 KB per photo)
+PREHEAD_FORMAT = "lite0-prehead-v1"  # (320, 7, 7) at 224 px: input of the last conv layer (~31 KB per photo)
 
 
 def _folder_cache_path(cache_dir: Path, folder: Path, image_size: int, feature_format: str) -> Path:
@@ -130,7 +130,7 @@ class TowerOutputs:
 
     pooled: np.ndarray  # (n, 1280) pooled features
     logits: np.ndarray  # (n, 1000) ImageNet logits (ConSE reads them)
-    maps: np.ndarray | None  # (n, 320, 7, 7) pre-head maps, only when a tower head is to be tuned
+    maps: np.ndarray | None  # (n, 320, h, w) pre-head maps, only when a tower head is to be tuned
 
 
 def tower_outputs(
@@ -152,6 +152,8 @@ def tower_outputs(
     if small_photos is None:
         return _frozen_outputs(items, tower, cache_dir, with_maps, image_size, desc)
     small = small_photos.applies_to(photo_sizes(items))
+    if with_maps:
+        one_kind(small)
     pooled = np.empty((len(items), IMAGE_FEATURE_DIM), dtype=np.float32)
     maps = None
     if small.any():
@@ -162,9 +164,6 @@ def tower_outputs(
         sharp = [item for item, is_small in zip(items, small, strict=True) if not is_small]
         frozen = _frozen_outputs(sharp, tower, cache_dir, with_maps, image_size, desc)
         pooled[~small], maps = frozen.pooled, frozen.maps
-    if with_maps and small.any() and not small.all():
-        raise ValueError("pre-head maps of small and large photos differ in size: tune the tower head on "
-                         "photos of one kind (all thumbnails or all larger photos)")
     return TowerOutputs(pooled, tower.logits_from_pooled(pooled), maps if with_maps else None)
 
 

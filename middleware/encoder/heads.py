@@ -75,7 +75,7 @@ class TowerHead(nn.Module):
         return self
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        """Pooled 1280-d features from (n, 320, 7, 7) pre-head maps."""
+        """Pooled 1280-d features from (n, 320, h, w) pre-head maps (7x7 at 224 px)."""
         return F.relu6(self.bn(self.conv(maps))).mean(dim=(2, 3))
 
 

@@ -15,6 +15,7 @@ from middleware.encoder.conse import conse_embed
 from middleware.encoder.features import POOLED_FORMAT, PREHEAD_FORMAT
 from middleware.encoder.heads import HeadsCheckpoint, load_heads
 from middleware.encoder.preprocess import images_to_array
+from middleware.encoder.small_photos import one_kind
 from middleware.encoder.towers import ImageTower, TextTower
 
 # Up to this many texts are encoded on one intra-op thread: a query is ~10 tokens, too little work
@@ -109,24 +110,19 @@ class LiteEncoder(Encoder):
         small-photo path for thumbnails when the heads carry one; or, when the heads tune the
         tower's last layer, its input maps (n, 320, h, w), for photos of one kind per call."""
         layer, tower, size = self.heads.small_photo_layer, self.image_tower, self.config.image_size
+        small = self.small_photos([image.size for image in images])
+        if self.heads.tower_head is not None and small is not None and one_kind(small):
+            size = layer.input_size  # thumbnails' maps come from the small-photo input size
         chunks = []
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
             if self.heads.tower_head is not None:
-                chunks.append(tower.prehead_maps(images_to_array(batch, size=self._maps_input_size(images))))
+                chunks.append(tower.prehead_maps(images_to_array(batch, size=size)))
             elif layer is not None:
                 chunks.append(layer.tower_pass(batch, tower, size))
             else:
                 chunks.append(tower.features(images_to_array(batch, size=size))[0])
         return np.concatenate(chunks).astype(np.float32)
-
-    def _maps_input_size(self, images: Sequence[Image.Image]) -> int:
-        small = self.small_photos([image.size for image in images])
-        if small is None or not small.any():
-            return self.config.image_size
-        if not small.all():
-            raise ValueError("pre-head maps of thumbnails and larger photos differ in size: pass one kind per call")
-        return self.heads.small_photo_layer.input_size
 
     @torch.inference_mode()
     def embed_text_features(self, text_emb: np.ndarray) -> np.ndarray:
@@ -165,6 +161,4 @@ class LiteEncoder(Encoder):
         if small is None or len(small) != count:
             raise ValueError("these heads read thumbnails through a small-photo layer: pass `small` "
                              "(LiteEncoder.small_photos of the photos' sizes, one flag per photo) with pre-head maps")
-        if 0 < np.sum(small) < count:
-            raise ValueError("pre-head maps of thumbnails and larger photos differ in size: pass one kind per call")
-        return bool(np.all(small))
+        return one_kind(small)

@@ -73,6 +73,16 @@ def small_photo_mask(sizes: Sequence[tuple[int, int]], max_side: int) -> np.ndar
     return np.asarray([max(size) <= max_side for size in sizes], dtype=bool)
 
 
+def one_kind(small: np.ndarray) -> bool:
+    """Whether a batch is all thumbnails (True) or has none (False); a mixed batch is refused, since
+    pre-head maps of thumbnails and larger photos may differ in size."""
+    small = np.asarray(small, dtype=bool)
+    if small.any() and not small.all():
+        raise ValueError("pre-head maps of thumbnails and larger photos differ in size: pass photos of one kind "
+                         "(all thumbnails or all larger photos)")
+    return bool(small.any())
+
+
 def photo_sizes(items: Sequence[LabelledImage]) -> list[tuple[int, int]]:
     """(width, height) of each photo file, read from its header only."""
     sizes = []
