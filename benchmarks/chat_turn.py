@@ -17,7 +17,6 @@ times :data:`DEMO_PROMPTS` (see :func:`private_demo_retrieval`); the service is 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.output import write_json
 from chatbot.grounding import ContextItem, GroundedAnswer, GroundedChat
 from chatbot.llm import LLMSettings, LocalLLM
 from chatbot.memory import STOPWORDS
@@ -96,8 +96,7 @@ def run_chat_benchmark(
     """
     result = measure_chat(model, prompts, retrieval_ms, retrieve=retrieve, n_ctx=n_ctx, n_threads=n_threads,
                           max_tokens=max_tokens, threshold=threshold, cache_dir=cache_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     return result
 
 
@@ -324,9 +323,7 @@ def _run_bench(args: argparse.Namespace) -> int:
                 result["retrieval_stages_ms"] = stage_medians(retrieve.stages)
                 runs.append(result)
     report = {"benchmark": "chat", "retrieval": {"private": True, **setup}, "runs": runs}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(args.out, report)
     for r in runs:
         print(f"{r['model_file']}: TTFT median {r['ttft_ms']['median']:.0f} ms (p95 {r['ttft_ms']['p95']:.0f}), "
               f"{r['tokens_per_s']['median']:.1f} tokens/s, turn median {r['turn_ms']['median']:.0f} ms, "

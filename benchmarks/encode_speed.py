@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.output import write_json
 from middleware.datasets import open_image, scan_image_folder
 from middleware.encoder import Encoder, create_encoder
 
@@ -64,6 +65,6 @@ def register_bench(sub) -> None:
 
 def _run_from_args(args) -> int:
     result = run_encode_benchmark(create_encoder(args.encoder, args.heads), Path(args.images), args.repeats)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(json.dumps(result, indent=2))
     return 0

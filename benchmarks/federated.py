@@ -10,7 +10,6 @@ F1@10 on the held-out pretrain/ classes, which no client holds.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.output import write_json
 from benchmarks.quality import evaluate_domain
 from middleware.datasets import PHRASE_IMAGENET, read_synonyms
 from middleware.encoder.base import TextMemo
@@ -198,8 +198,7 @@ def run_federated_benchmark(
             run_settings = {**settings, **extra, "partition": scheme}
             results["runs"][name] = _federated(name, base, roots[scheme], clients, run_settings, scorer, work_dir)
     results["best"] = pick_best(results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    write_json(out, results, default=float)
     write_federated_report(results, out)
     return results
 

@@ -10,13 +10,13 @@ classes (by ``wnid`` in ``classes.csv``, else by exact class name).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.output import write_json
 from middleware.datasets import PHRASE_IMAGENET, LabelledImage
 from middleware.encoder.small_photos import imagenet_index
 
@@ -59,9 +59,7 @@ def run_input_size_benchmark(data_root: str | Path, split: str, per_class: int, 
     results = {"data": str(data_root / split), "photos": len(kept), "classes": len(index),
                "skipped_labels": sorted({i.label for i in items} - set(index)),
                "sizes": tower_accuracy(kept, targets, sizes)}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out, results)
     return results
 
 

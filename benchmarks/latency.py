@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.output import write_json
 from middleware.client import PrivacyMiddleware
 from middleware.codecs import PlainCodec, PrivateCodec
 from middleware.encoder import Encoder
@@ -309,7 +310,6 @@ def register_bench(sub) -> None:
 
 
 def _run_from_args(args) -> int:
-    import json
 
     from middleware.encoder import create_encoder
     from pmirs.commands.keys import UsageError
@@ -322,9 +322,7 @@ def _run_from_args(args) -> int:
     centres, labels = demo_centres(encoder, Path(args.photos))
     results = run_latency_benchmark(encoder, centres, labels, items, args.queries, args.k, args.concurrency,
                                     args.concurrent_queries, seed=args.seed)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    out = write_json(args.out, results)
     write_latency_plot(results, out.with_suffix(".png"))
     out.with_suffix(".md").write_text(latency_markdown(results))
     print(latency_markdown(results))

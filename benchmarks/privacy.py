@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.output import write_json
 from benchmarks.quality import CLASS_QUERY_TEMPLATE, _mean_retrieval, evaluate_embeddings, private_transforms
 from middleware.datasets import DEMO_PHOTOS, LabelledImage, open_image, scan_image_folder
 from middleware.encoder import Encoder
@@ -418,9 +419,7 @@ def _run_from_args(args) -> int:
     results = run_privacy_benchmark(data, known, noise, args.trials, args.seed,
                                     encode_texts=TextMemo(lambda t: encoder.encode_texts(list(t))))
     results["encoder"] = encoder.version
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    out = write_json(args.out, results)
     out.with_suffix(".md").write_text(privacy_markdown(results))
     write_privacy_plot(results, out.with_suffix(".png"))
     print(privacy_markdown(results))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.output import write_json
 from benchmarks.paper_protocol import run_paper_protocol
 from benchmarks.reports import write_quality_report
 from benchmarks.retrieval_metrics import image_to_image_precision, text_to_image, zero_shot_top1
@@ -163,9 +163,7 @@ def run_quality_benchmark(
                                     "storage_noise": "fresh per stored vector, unseeded (as in the client)"}
     results["mean_retrieval"] = _mean_retrieval(results["retrieval"])
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
+        out = write_json(out, results)
         write_quality_report(results, out)
         if "private" in results:
             with out.with_suffix(".md").open("a") as md:

@@ -14,11 +14,12 @@ benchmark class list; unrelated ones are questions no photo or policy can answer
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.output import write_json
 
 # Questions a photo in data/demo answers (the demo holds ~170 everyday subjects).
 RELATED_PHOTO_QUESTIONS: tuple[str, ...] = (
@@ -112,9 +113,7 @@ def run_relevance_benchmark(heads: str | None = None, out: str | Path = "relevan
         "image": {**propose_threshold(image["related"], image["unrelated"]), "scores": image},
         "text": {**propose_threshold(text["related"], text["unrelated"]), "scores": text},
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out, results)
     return results
 
 
