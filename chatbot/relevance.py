@@ -22,7 +22,7 @@ class RelevanceThresholds:
 
 
 # Calibrated for the zero-shot base heads on the demo photos and the shop's policies.
-BASE_THRESHOLDS = RelevanceThresholds(image=0.79, text=0.77)
+BASE_THRESHOLDS = RelevanceThresholds(image=0.78, text=0.77)
 
 
 def thresholds_for(encoder: Any) -> RelevanceThresholds:

@@ -37,13 +37,14 @@ from middleware.encoder.heads import (
     save_heads,
 )
 from middleware.encoder.small_photo_fit import SmallPhotoFit
-from middleware.encoder.small_photos import DEFAULT_MAX_SIDE, AdaptConfig
+from middleware.encoder.small_photos import DEFAULT_MAX_SIDE, AdaptConfig, SmallInput
 from middleware.encoder.towers import ImageTower, TextTower
 from middleware.encoder.training import TrainConfig, TrainingExamples, build_phrase_bank, train_epochs
 
-# Input sizes tried for small photos: the tower's own 224 px, and 160 px, where its ImageNet top-1
-# on 64-px photos peaks (`pmirs bench input-size`).
-SMALL_INPUT_CANDIDATES = (224, 160)
+# How small photos may enter the tower: the tower's own 224 px, 160 px, where its ImageNet top-1 on
+# 64-px photos peaks with bicubic upsampling, and 224 px upsampled bilinearly, which does not
+# ring at edges as bicubic does (`pmirs bench input-size --filters`).
+SMALL_INPUT_CANDIDATES = (SmallInput(224), SmallInput(160), SmallInput(224, "bilinear"))
 # The first recipe's grid (top-k 5-20, T 1-3, centring 0-2) never chose below top-10 or centring 1.5
 # and chose its upper edges, so the grid now reaches past them.
 ZERO_SHOT_GRID = {
@@ -128,7 +129,7 @@ def train_heads_on_pretrain(
     seed: int = 0,
     adapt_config: AdaptConfig | None = None,
     small_max_side: int = DEFAULT_MAX_SIDE,
-    small_inputs: Sequence[int] = SMALL_INPUT_CANDIDATES,
+    small_inputs: Sequence[SmallInput] = SMALL_INPUT_CANDIDATES,
 ) -> AlignmentReport:
     """Run the whole alignment recipe and write ``out`` (+ ``.json`` report and ``.png`` curve).
 
@@ -160,16 +161,17 @@ def train_heads_on_pretrain(
                                desc="features pretrain").pooled
     else:
         fits = {}
-        for size in small_inputs:  # each input size gets its own layer; held-out classes pick one
-            fits[size] = SmallPhotoFit(items, image_tower, data_root, cache_dir, small_max_side, size,
-                                       adapt_config, config.image_size)
-            fits[size].choose(is_heldout, lambda p: _zero_shot_scores(p, labels, is_heldout, image_tower,
-                                                                      base.class_bank, memo, config))
+        for small_input in small_inputs:  # each input gets its own layer; held-out classes pick one
+            fits[small_input] = SmallPhotoFit(items, image_tower, data_root, cache_dir, small_max_side, small_input,
+                                              adapt_config, config.image_size)
+            fits[small_input].choose(is_heldout, lambda p: _zero_shot_scores(p, labels, is_heldout, image_tower,
+                                                                             base.class_bank, memo, config))
         small_fit = max(fits.values(), key=lambda fit: fit.best_score)
         pooled = small_fit.best_pooled
-        config = replace(config, small_photo_input=small_fit.input_size)
-        report.small_photos = {"chosen_input": small_fit.input_size,
-                               "by_input": {str(size): fit.report for size, fit in fits.items()}}
+        config = replace(config, small_photo_input=small_fit.small_input.size,
+                         small_photo_resample=small_fit.small_input.resample)
+        report.small_photos = {"chosen_input": small_fit.small_input.label,
+                               "by_input": {fit.small_input.label: fit.report for fit in fits.values()}}
     logits = image_tower.logits_from_pooled(pooled)
     conse_trials: list[dict] = []
     if tune:  # on held-out classes when the small-photo layer trained on the others
@@ -234,7 +236,7 @@ def _zero_shot_scores(pooled: np.ndarray, labels: Sequence[str], rows: np.ndarra
 
 
 def _plot_curve(report: AlignmentReport, path: Path) -> None:
-    """Held-out curves: the small-photo layer per input size (left, when trained), the heads (right)."""
+    """Held-out curves: the small-photo layer per input (left, when trained), the heads (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -263,16 +265,16 @@ def _plot_curve(report: AlignmentReport, path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_small_photo_curves(ax, by_input: dict, chosen: int | None) -> None:
-    for size, curve in by_input.items():
+def _plot_small_photo_curves(ax, by_input: dict, chosen: str | None) -> None:
+    for size, curve in by_input.items():  # keyed by SmallInput.label: "224", "224:bilinear"
         rows = curve["heldout_curve"]
         epochs = [r["epoch"] for r in rows]
         style = "-" if str(size) == str(chosen) else ":"
-        ax.plot(epochs, [r["f1@10"] for r in rows], style, marker="o", label=f"{size} px: F1@N=10")
-        ax.plot(epochs, [r["t2i_map"] for r in rows], style, marker="s", label=f"{size} px: t2i mAP")
+        ax.plot(epochs, [r["f1@10"] for r in rows], style, marker="o", label=f"{size}: F1@N=10")
+        ax.plot(epochs, [r["t2i_map"] for r in rows], style, marker="s", label=f"{size}: t2i mAP")
         if all("tower" in r for r in rows):
-            ax.plot(epochs, [r["tower"]["top1"] for r in rows], style, marker="^", label=f"{size} px: tower top-1")
+            ax.plot(epochs, [r["tower"]["top1"] for r in rows], style, marker="^", label=f"{size}: tower top-1")
     ax.set_xlabel("adaptation epoch (0 = the tower's own layer)")
     ax.set_ylabel("held-out pretrain classes")
-    ax.set_title(f"small-photo layer (solid: chosen, {chosen} px)")
+    ax.set_title(f"small-photo layer by input px[:filter] (solid: chosen, {chosen})")
     ax.legend(fontsize=7, loc="center right")

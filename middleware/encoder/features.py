@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from middleware.datasets import LabelledImage, open_image
+from middleware.encoder.preprocess import DEFAULT_RESAMPLING
 from middleware.encoder.small_photos import one_kind, photo_sizes
 from middleware.encoder.towers import IMAGE_FEATURE_DIM
 
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 
 POOLED_FORMAT = "lite0-pooled-v1"  # (1280,) pooled features per photo
 PREHEAD_FORMAT = "lite0-prehead-v1"  # (320, 7, 7) at 224 px: input of the last conv layer (~31 KB per photo)
+
+
+def resampled_format(feature_format: str, resample: str) -> str:
+    """The cache format of features from photos resized with ``resample`` (the default adds nothing)."""
+    return feature_format if resample == DEFAULT_RESAMPLING else f"{feature_format}+{resample}"
 
 
 def _folder_cache_path(cache_dir: Path, folder: Path, image_size: int, feature_format: str) -> Path:
@@ -141,16 +147,18 @@ def tower_outputs(
     image_size: int = 224,
     desc: str = "image features",
     small_photos: SmallPhotoLayer | None = None,
+    resample: str = DEFAULT_RESAMPLING,
 ) -> TowerOutputs:
     """Cached tower outputs for ``items``: one tower pass per new photo, whichever format is cached.
 
     With ``with_maps`` the cache keeps the pre-head maps and the pooled features are recomputed
-    from them (a 1x1 conv, milliseconds); otherwise it keeps only the pooled features. With a
-    ``small_photos`` layer, the photos it applies to take the small-photo path (their maps at its
-    input size, through its head); maps are then returned only when all photos take one path.
+    from them (a 1x1 conv, milliseconds); otherwise it keeps only the pooled features. Photos are
+    resized to ``image_size`` with ``resample``. With a ``small_photos`` layer, the photos it
+    applies to take the small-photo path (their maps at its input size and filter, through its
+    head); maps are then returned only when all photos take one path.
     """
     if small_photos is None:
-        return _frozen_outputs(items, tower, cache_dir, with_maps, image_size, desc)
+        return _frozen_outputs(items, tower, cache_dir, with_maps, image_size, desc, resample)
     small = small_photos.applies_to(photo_sizes(items))
     if with_maps:
         one_kind(small)
@@ -158,7 +166,8 @@ def tower_outputs(
     maps = None
     if small.any():
         thumbnails = [item for item, is_small in zip(items, small, strict=True) if is_small]
-        maps = _frozen_outputs(thumbnails, tower, cache_dir, True, small_photos.input_size, desc).maps
+        maps = _frozen_outputs(thumbnails, tower, cache_dir, True, small_photos.input_size, desc,
+                               small_photos.resample).maps
         pooled[small] = small_photos.read(maps)
     if not small.all():
         sharp = [item for item, is_small in zip(items, small, strict=True) if not is_small]
@@ -168,15 +177,18 @@ def tower_outputs(
 
 
 def _frozen_outputs(items: Sequence[LabelledImage], tower: ImageTower, cache_dir: str | Path, with_maps: bool,
-                    image_size: int, desc: str) -> TowerOutputs:
+                    image_size: int, desc: str, resample: str = DEFAULT_RESAMPLING) -> TowerOutputs:
     from middleware.encoder.preprocess import images_to_array
 
+    def tower_input(images: list) -> np.ndarray:
+        return images_to_array(images, size=image_size, resample=resample)
+
     if with_maps:
-        maps = cached_image_features(items, lambda ims: tower.prehead_maps(images_to_array(ims, size=image_size)),
-                                     cache_dir, image_size, desc=desc, feature_format=PREHEAD_FORMAT)
+        maps = cached_image_features(items, lambda ims: tower.prehead_maps(tower_input(ims)), cache_dir, image_size,
+                                     desc=desc, feature_format=resampled_format(PREHEAD_FORMAT, resample))
         pooled = tower.pooled_from_maps(maps)
     else:
         maps = None
-        pooled = cached_image_features(items, lambda ims: tower.features(images_to_array(ims, size=image_size))[0],
-                                       cache_dir, image_size, desc=desc, feature_format=POOLED_FORMAT)
+        pooled = cached_image_features(items, lambda ims: tower.features(tower_input(ims))[0], cache_dir, image_size,
+                                       desc=desc, feature_format=resampled_format(POOLED_FORMAT, resample))
     return TowerOutputs(pooled, tower.logits_from_pooled(pooled), maps)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from middleware.encoder.preprocess import DEFAULT_RESAMPLING
 from middleware.encoder.small_photos import DEFAULT_INPUT_SIZE, SmallPhotoLayer
 from pmirs.errors import ModelUnavailableError
 
@@ -46,6 +47,7 @@ class HeadsConfig:
     tower_head: bool = False  # also tune the image tower's last conv layer (reads pre-head maps)
     small_photo_max_side: int = 0  # >0: photos this small take the small-photo path (see small_photos)
     small_photo_input: int = DEFAULT_INPUT_SIZE  # the tower's input size on that path
+    small_photo_resample: str = DEFAULT_RESAMPLING  # the filter that upsamples them to it
     extra: dict = field(default_factory=dict)  # free-form notes (training data, metrics)
 
 
@@ -123,7 +125,8 @@ class DualHeads(nn.Module):
         """The tower layer adapted to small photos, if these heads carry one."""
         if self.small_photo_head is None:
             return None
-        return SmallPhotoLayer(self.small_photo_head, self.config.small_photo_max_side, self.config.small_photo_input)
+        return SmallPhotoLayer(self.small_photo_head, self.config.small_photo_max_side, self.config.small_photo_input,
+                               self.config.small_photo_resample)
 
     def residual_norm(self) -> torch.Tensor:
         """Squared size of everything the heads add to the zero-shot base (for regularisation)."""

@@ -12,7 +12,7 @@ from PIL import Image
 
 from middleware.encoder.base import Encoder
 from middleware.encoder.conse import conse_embed
-from middleware.encoder.features import POOLED_FORMAT, PREHEAD_FORMAT
+from middleware.encoder.features import POOLED_FORMAT, PREHEAD_FORMAT, resampled_format
 from middleware.encoder.heads import HeadsCheckpoint, load_heads
 from middleware.encoder.preprocess import images_to_array
 from middleware.encoder.small_photos import one_kind
@@ -95,7 +95,9 @@ class LiteEncoder(Encoder):
         """What :meth:`image_features` returns (the feature cache keeps formats apart)."""
         layer = self.heads.small_photo_layer
         if self.heads.tower_head is not None:
-            return PREHEAD_FORMAT if layer is None else f"{PREHEAD_FORMAT}+small{layer.max_side}@{layer.input_size}"
+            if layer is None:
+                return PREHEAD_FORMAT
+            return resampled_format(f"{PREHEAD_FORMAT}+small{layer.max_side}@{layer.input_size}", layer.resample)
         if layer is not None:  # pooled features that went through this checkpoint's small-photo layer
             return f"{POOLED_FORMAT}+small-photos-{self.checkpoint.version}"
         return POOLED_FORMAT
@@ -111,12 +113,13 @@ class LiteEncoder(Encoder):
         tower's last layer, its input maps (n, 320, h, w), for photos of one kind per call."""
         layer, tower, size = self.heads.small_photo_layer, self.image_tower, self.config.image_size
         small = self.small_photos([image.size for image in images])
-        if self.heads.tower_head is not None and small is not None and one_kind(small):
-            size = layer.input_size  # thumbnails' maps come from the small-photo input size
+        thumbnail_maps = self.heads.tower_head is not None and small is not None and one_kind(small)
         chunks = []
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
-            if self.heads.tower_head is not None:
+            if thumbnail_maps:  # thumbnails' maps come from the small-photo input size and filter
+                chunks.append(tower.prehead_maps(layer.tower_input(batch)))
+            elif self.heads.tower_head is not None:
                 chunks.append(tower.prehead_maps(images_to_array(batch, size=size)))
             elif layer is not None:
                 chunks.append(layer.tower_pass(batch, tower, size))

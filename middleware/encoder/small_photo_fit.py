@@ -22,6 +22,7 @@ from middleware.encoder.heads import TowerHead
 from middleware.encoder.preprocess import images_to_array
 from middleware.encoder.small_photos import (
     AdaptConfig,
+    SmallInput,
     SmallPhotoLayer,
     adapt_small_photo_head,
     imagenet_index,
@@ -38,20 +39,20 @@ class SmallPhotoFit:
     """The small-photo layer's two runs (held-out choice, final fit) on one pretrain pool."""
 
     def __init__(self, items: Sequence[LabelledImage], tower: ImageTower, data_root: Path, cache_dir: str | Path,
-                 max_side: int, input_size: int, config: AdaptConfig, image_size: int = 224) -> None:
-        self.tower, self.config, self.max_side, self.input_size = tower, config, max_side, input_size
+                 max_side: int, small_input: SmallInput, config: AdaptConfig, image_size: int = 224) -> None:
+        self.tower, self.config, self.max_side, self.small_input = tower, config, max_side, small_input
         self.small = small_photo_mask(photo_sizes(items), max_side)
         thumbnails = [item for item, is_small in zip(items, self.small, strict=True) if is_small]
         sharp = [item for item, is_small in zip(items, self.small, strict=True) if not is_small]
-        self.maps = tower_outputs(thumbnails, tower, cache_dir, with_maps=True, image_size=input_size,
-                                  desc="pre-head maps of small photos").maps
+        self.maps = tower_outputs(thumbnails, tower, cache_dir, with_maps=True, image_size=small_input.size,
+                                  desc="pre-head maps of small photos", resample=small_input.resample).maps
         self.sharp_pooled = tower_outputs(sharp, tower, cache_dir, image_size=image_size).pooled if sharp else None
         index = imagenet_index(thumbnails, data_root)
         self.labels = [item.label for item in thumbnails]
         self.targets = np.asarray([index.get(label, -1) for label in self.labels])
         self.learnable = self.targets >= 0  # over the small photos
         self.chosen_epochs, self.best_score, self.best_pooled = 0, float("-inf"), None
-        self.report: dict = {"max_side": max_side, "input_size": input_size,
+        self.report: dict = {"max_side": max_side, "input_size": small_input.size, "resample": small_input.resample,
                              "learnable_photos": int(self.learnable.sum()), "config": vars(config).copy(),
                              "heldout_curve": [], "chosen_epochs": 0}
 
@@ -61,18 +62,22 @@ class SmallPhotoFit:
         head.copy_from_tower(self.tower.model)
         return head.eval()
 
+    def layer(self, head: torch.nn.Module) -> SmallPhotoLayer:
+        """``head`` as a small-photo layer with this fit's size gate and input."""
+        return SmallPhotoLayer(head, self.max_side, self.small_input.size, self.small_input.resample)
+
     def pooled(self, head: torch.nn.Module) -> np.ndarray:
-        """Pooled features of every photo: small ones through ``head`` at the small input size."""
+        """Pooled features of every photo: small ones through ``head`` at the small input."""
         pooled = np.empty((len(self.small), IMAGE_FEATURE_DIM), dtype=np.float32)
         if self.sharp_pooled is not None:
             pooled[~self.small] = self.sharp_pooled
         if self.small.any():
-            pooled[self.small] = SmallPhotoLayer(head, self.max_side, self.input_size).read(self.maps)
+            pooled[self.small] = self.layer(head).read(self.maps)
         return pooled
 
     def choose(self, is_heldout: np.ndarray, score: ScoreFn) -> np.ndarray:
         """Adapt without the held-out classes, scoring them after every epoch (epoch 0 = the tower's
-        own layer at the small input size); returns the pooled features of the best epoch, which
+        own layer at the small input); returns the pooled features of the best epoch, which
         later held-out checks must use."""
         heldout_small = np.asarray(is_heldout)[self.small]
         train_rows = np.flatnonzero(self.learnable & ~heldout_small)

@@ -1,5 +1,6 @@
 """The small-photo path: thumbnails leave the image tower through an adapted copy of its last
-layer (and may enter it at their own input size), so ConSE recognises them better.
+layer (and may enter it at their own input size and upsampling filter), so ConSE recognises them
+better.
 
 ConSE can only be as good as the tower's ImageNet classifier, and a 64-px thumbnail upsampled to
 the tower's 224 px is blurred far beyond anything it was trained on (top-1 0.29 on the pretrain
@@ -25,7 +26,7 @@ from torch.nn import functional as F
 
 from middleware.datasets import LabelledImage
 from middleware.encoder.conse import IMAGENET_CLASSES_TSV
-from middleware.encoder.preprocess import images_to_array
+from middleware.encoder.preprocess import DEFAULT_RESAMPLING, RESAMPLING, images_to_array
 from middleware.encoder.towers import IMAGE_FEATURE_DIM
 
 if TYPE_CHECKING:
@@ -37,17 +38,46 @@ DEFAULT_MAX_SIDE = 112
 DEFAULT_INPUT_SIZE = 224
 
 
+@dataclass(frozen=True)
+class SmallInput:
+    """How small photos enter the tower: the input size and the filter that upsamples them to it."""
+
+    size: int = DEFAULT_INPUT_SIZE
+    resample: str = DEFAULT_RESAMPLING
+
+    @property
+    def label(self) -> str:
+        """``224`` for the default filter, else ``224:bilinear`` (what :meth:`parse` reads)."""
+        return str(self.size) if self.resample == DEFAULT_RESAMPLING else f"{self.size}:{self.resample}"
+
+    @classmethod
+    def parse(cls, text: str) -> SmallInput:
+        """Read ``SIZE`` or ``SIZE:FILTER`` (e.g. ``224:bilinear``)."""
+        size, _, resample = text.strip().partition(":")
+        resample = resample.strip() or DEFAULT_RESAMPLING
+        if not size.strip().isdigit() or int(size) <= 0:
+            raise ValueError(f"bad small-photo input {text!r}: expected SIZE or SIZE:FILTER, e.g. 224:bilinear")
+        if resample not in RESAMPLING:
+            raise ValueError(f"unknown resampling filter {resample!r} in {text!r}; choose from {sorted(RESAMPLING)}")
+        return cls(int(size), resample)
+
+
 @dataclass
 class SmallPhotoLayer:
-    """The adapted layer, which photos it applies to, and the input size they enter the tower at."""
+    """The adapted layer, which photos it applies to, and how they are resized to enter the tower."""
 
     head: torch.nn.Module  # a TowerHead: (n, 320, h, w) pre-head maps -> (n, 1280) pooled features
     max_side: int  # photos whose longer side is at most this many pixels are "small"
     input_size: int = DEFAULT_INPUT_SIZE
+    resample: str = DEFAULT_RESAMPLING  # the filter that upsamples them to ``input_size``
 
     def applies_to(self, sizes: Sequence[tuple[int, int]]) -> np.ndarray:
         """Boolean mask of the photos (given as (width, height)) this layer reads."""
         return small_photo_mask(sizes, self.max_side)
+
+    def tower_input(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The tower's input batch for small photos: resized to ``input_size`` with ``resample``."""
+        return images_to_array(images, size=self.input_size, resample=self.resample)
 
     @torch.inference_mode()
     def read(self, maps: np.ndarray) -> np.ndarray:
@@ -61,7 +91,7 @@ class SmallPhotoLayer:
         pooled = np.empty((len(images), IMAGE_FEATURE_DIM), dtype=np.float32)
         if small.any():
             thumbnails = [image for image, is_small in zip(images, small, strict=True) if is_small]
-            pooled[small] = self.read(tower.prehead_maps(images_to_array(thumbnails, size=self.input_size)))
+            pooled[small] = self.read(tower.prehead_maps(self.tower_input(thumbnails)))
         if not small.all():
             sharp = [image for image, is_small in zip(images, small, strict=True) if not is_small]
             pooled[~small] = tower.features(images_to_array(sharp, size=image_size))[0]

@@ -6,7 +6,7 @@ import argparse
 
 from middleware.encoder.alignment import SMALL_INPUT_CANDIDATES
 from middleware.encoder.heads import BASE_HEADS_PATH
-from middleware.encoder.small_photos import DEFAULT_MAX_SIDE, AdaptConfig
+from middleware.encoder.small_photos import DEFAULT_MAX_SIDE, AdaptConfig, SmallInput
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,8 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="dataset root with pretrain/<label>/* (and classes.csv)")
     parser.add_argument("--out", default=str(BASE_HEADS_PATH), help="checkpoint to write")
     parser.add_argument("--feature-cache", default="cache/features")
-    parser.add_argument("--per-class", type=int, default=60,
-                        help="photos per class (0 = all; the shipped heads used 60)")
+    parser.add_argument("--per-class", type=int, default=0,
+                        help="photos per class (0 = all, as the shipped heads used)")
     parser.add_argument("--holdout", type=float, default=0.25, help="share of classes held out to check transfer")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="skip the tower layer adapted to small photos (ConSE then reads the frozen tower)")
     parser.add_argument("--small-max-side", type=int, default=DEFAULT_MAX_SIDE,
                         help="photos whose longer side is at most this many pixels count as small")
-    parser.add_argument("--small-inputs", default=",".join(map(str, SMALL_INPUT_CANDIDATES)),
-                        help="input sizes tried for small photos (held-out classes pick one)")
+    parser.add_argument("--small-inputs", default=",".join(c.label for c in SMALL_INPUT_CANDIDATES), type=_small_inputs,
+                        help="inputs tried for small photos, SIZE or SIZE:FILTER (bicubic, bilinear); "
+                             "held-out classes pick one")
     parser.add_argument("--adapt-epochs", type=int, default=AdaptConfig.epochs,
                         help="most epochs tried for the small-photo layer (held-out classes pick how many)")
     parser.add_argument("--adapt-lr", type=float, default=AdaptConfig.lr)
@@ -34,6 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="weight of the pull toward the frozen tower's predictions")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_run)
+
+
+def _small_inputs(text: str) -> list[SmallInput]:
+    """``--small-inputs``: comma-separated ``SIZE`` or ``SIZE:FILTER`` (a usage error, not a traceback)."""
+    try:
+        return [SmallInput.parse(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -46,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
         args.data, args.out, args.feature_cache, args.per_class or None, args.holdout,
         TrainConfig(epochs=args.epochs, lr=args.lr, anchor=args.anchor, seed=args.seed),
         tune=not args.no_tune, seed=args.seed, adapt_config=adapt, small_max_side=args.small_max_side,
-        small_inputs=[int(size) for size in args.small_inputs.split(",") if size.strip()],
+        small_inputs=args.small_inputs,
     )
     print(f"chose {report.chosen_epochs} epochs; wrote {args.out} (version {report.checkpoint_version})")
     return 0

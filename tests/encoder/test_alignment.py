@@ -10,9 +10,9 @@ import torch
 from PIL import ImageOps
 
 from middleware.datasets import open_image, scan_image_folder
-from middleware.encoder.alignment import ZERO_SHOT_GRID, train_heads_on_pretrain
+from middleware.encoder.alignment import SMALL_INPUT_CANDIDATES, ZERO_SHOT_GRID, train_heads_on_pretrain
 from middleware.encoder.heads import TowerHead, load_heads
-from middleware.encoder.small_photos import AdaptConfig
+from middleware.encoder.small_photos import AdaptConfig, SmallInput
 from middleware.encoder.towers import ImageTower
 from middleware.encoder.training import TrainConfig
 
@@ -55,9 +55,11 @@ def test_train_heads_writes_a_loadable_checkpoint_report_and_curve(tiny_pretrain
     trained = any(float(torch.count_nonzero(p)) for n, p in heads.named_parameters()
                   if n != "logit_scale" and p.requires_grad)
     assert trained == (report.chosen_epochs > 0)  # zero epochs kept = exactly the zero-shot base
-    assert set(report.small_photos["by_input"]) == {"224", "160"}  # one layer per input size tried
+    # one layer per input tried: size and upsampling filter
+    assert set(report.small_photos["by_input"]) == {c.label for c in SMALL_INPUT_CANDIDATES} == {
+        "224", "160", "224:bilinear"}
     chosen = report.small_photos["chosen_input"]
-    small = report.small_photos["by_input"][str(chosen)]
+    small = report.small_photos["by_input"][chosen]
     assert small["learnable_photos"] == 24 and [row["epoch"] for row in small["heldout_curve"]] == [0, 1, 2]
     assert {"tower", "f1@10", "t2i_map"} <= set(small["heldout_curve"][0])
     best = max(report.small_photos["by_input"].values(),
@@ -65,7 +67,8 @@ def test_train_heads_writes_a_loadable_checkpoint_report_and_curve(tiny_pretrain
     assert best is small
     # Thumbnails take the small-photo path; its layer is the tower's own unless an adapted epoch won.
     layer = heads.small_photo_layer
-    assert layer is not None and (layer.max_side, layer.input_size) == (112, chosen)
+    assert layer is not None and layer.max_side == 112
+    assert SmallInput(layer.input_size, layer.resample).label == chosen
     own = TowerHead()
     own.copy_from_tower(ImageTower().model)
     assert torch.equal(layer.head.conv.weight, own.conv.weight) == (small["chosen_epochs"] == 0)

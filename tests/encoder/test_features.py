@@ -56,6 +56,17 @@ def test_each_photo_goes_through_the_tower_once_per_format(tmp_path: Path) -> No
     assert pooled.pooled[0, 0] < pooled.pooled[1, 0]  # the darker photo really is the first one
 
 
+def test_each_upsampling_filter_is_a_format_of_its_own(tmp_path: Path) -> None:
+    items, tower, cache = _photos(tmp_path / "photos"), CountingTower(), tmp_path / "cache"
+    tower_outputs(items, tower, cache, with_maps=True)
+    assert tower.calls == 2
+    tower_outputs(items, tower, cache, with_maps=True, resample="bilinear")
+    assert tower.calls == 4  # not the bicubic maps again
+    tower_outputs(items, tower, cache, with_maps=True, resample="bilinear")
+    tower_outputs(items, tower, cache, with_maps=True, resample="bicubic")
+    assert tower.calls == 4
+
+
 def test_a_changed_photo_is_recomputed(tmp_path: Path) -> None:
     items, tower, cache = _photos(tmp_path / "photos"), CountingTower(), tmp_path / "cache"
     tower_outputs(items, tower, cache)

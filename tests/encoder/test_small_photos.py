@@ -14,7 +14,13 @@ from middleware.encoder.heads import DualHeads, TowerHead, save_heads
 from middleware.encoder.lite import LiteEncoder
 from middleware.encoder.preprocess import images_to_array
 from middleware.encoder.small_photo_fit import sharp_photo_check
-from middleware.encoder.small_photos import AdaptConfig, SmallPhotoLayer, adapt_small_photo_head, small_photo_mask
+from middleware.encoder.small_photos import (
+    AdaptConfig,
+    SmallInput,
+    SmallPhotoLayer,
+    adapt_small_photo_head,
+    small_photo_mask,
+)
 
 
 def _tower_copy(tower) -> TowerHead:
@@ -60,6 +66,13 @@ def test_only_small_photos_take_the_small_photo_path(lite_encoder, demo_dir: Pat
                                rtol=1e-5, atol=1e-6)
     frozen_at_224 = tower.features(images_to_array([thumbnail], 224))[0][0]
     assert np.abs(pooled[1] - frozen_at_224).max() > 0.1
+    # The layer's filter upsamples thumbnails only; sharp photos keep the tower's own preprocessing.
+    bilinear = SmallPhotoLayer(head, 112, 160, "bilinear").tower_pass([sharp, thumbnail], tower, 224)
+    np.testing.assert_allclose(bilinear[0], pooled[0])
+    np.testing.assert_allclose(
+        bilinear[1], layer.read(tower.prehead_maps(images_to_array([thumbnail], 160, resample="bilinear")))[0],
+        rtol=1e-5, atol=1e-6)
+    assert np.abs(bilinear[1] - pooled[1]).max() > 1e-2
 
 
 def test_an_unchanged_layer_costs_sharp_photos_nothing(lite_encoder, demo_dir: Path) -> None:
@@ -128,6 +141,31 @@ def test_tower_head_checkpoints_encode_thumbnails_and_sharp_photos_apart(gated_e
         tuned.image_features(photos)
 
 
+def test_checkpoints_carry_the_small_photo_filter(gated_encoder, demo_dir: Path, tmp_path: Path) -> None:
+    from middleware.encoder.heads import with_tower_head
+
+    _, gated = gated_encoder
+    heads = DualHeads(replace(gated.config, small_photo_resample="bilinear"))
+    heads.load_state_dict(gated.heads.state_dict())
+    save_heads(tmp_path / "bilinear.pt", heads, gated.class_bank)
+    bilinear = LiteEncoder(tmp_path / "bilinear.pt", image_tower=gated.image_tower, text_tower=gated.text_tower)
+    assert bilinear.heads.small_photo_layer.resample == "bilinear"
+    assert gated.heads.small_photo_layer.resample == "bicubic"  # what checkpoints without the field get
+    sharp = open_image(scan_image_folder(demo_dir / "food")[0].path)
+    photos = [sharp, sharp.resize((64, 64))]
+    emb_bicubic, emb_bilinear = gated.encode_images(photos), bilinear.encode_images(photos)
+    np.testing.assert_allclose(emb_bilinear[0], emb_bicubic[0], atol=1e-5)
+    assert np.abs(emb_bilinear[1] - emb_bicubic[1]).max() > 1e-3
+    # Checkpoints that tune the tower cache thumbnails' maps, which the filter changes.
+    tuned = {}
+    for name, base in (("bicubic", gated), ("bilinear", bilinear)):
+        save_heads(tmp_path / f"tuned-{name}.pt", with_tower_head(base.heads, base.image_tower.model), base.class_bank)
+        tuned[name] = LiteEncoder(tmp_path / f"tuned-{name}.pt", image_tower=base.image_tower,
+                                  text_tower=base.text_tower)
+    assert tuned["bilinear"].feature_format != tuned["bicubic"].feature_format
+    np.testing.assert_allclose(tuned["bilinear"].encode_images(photos[1:]), emb_bilinear[1:], atol=1e-4)
+
+
 def test_the_fit_keeps_the_epoch_the_held_out_score_prefers_and_retrains_on_everything(
         lite_encoder, demo_dir: Path, tmp_path: Path) -> None:
     from middleware.encoder.small_photo_fit import SmallPhotoFit
@@ -139,7 +177,7 @@ def test_the_fit_keeps_the_epoch_the_held_out_score_prefers_and_retrains_on_ever
         path = tmp_path / f"{item.label}.png"
         open_image(item.path).resize((64, 64)).save(path)
         thumbnails.append(replace(item, path=path))
-    fit = SmallPhotoFit(thumbnails, tower, demo_dir, tmp_path / "cache", 112, 160,
+    fit = SmallPhotoFit(thumbnails, tower, demo_dir, tmp_path / "cache", 112, SmallInput(160),
                         AdaptConfig(epochs=3, lr=1e-2, batch_size=4))
     assert fit.maps.shape == (6, 320, 5, 5)
     assert fit.learnable.all()
