@@ -142,23 +142,30 @@ def test_tower_head_checkpoints_encode_thumbnails_and_sharp_photos_apart(gated_e
 
 
 def test_checkpoints_carry_the_small_photo_filter(gated_encoder, demo_dir: Path, tmp_path: Path) -> None:
-    from middleware.encoder.heads import with_tower_head
+    from dataclasses import asdict
+
+    from middleware.encoder.heads import HeadsConfig, with_tower_head
 
     _, gated = gated_encoder
-    heads = DualHeads(replace(gated.config, small_photo_resample="bilinear"))
-    heads.load_state_dict(gated.heads.state_dict())
-    save_heads(tmp_path / "bilinear.pt", heads, gated.class_bank)
-    bilinear = LiteEncoder(tmp_path / "bilinear.pt", image_tower=gated.image_tower, text_tower=gated.text_tower)
-    assert bilinear.heads.small_photo_layer.resample == "bilinear"
-    assert gated.heads.small_photo_layer.resample == "bicubic"  # what checkpoints without the field get
+    encoders = {}
+    for resample in ("bicubic", "bilinear"):
+        heads = DualHeads(replace(gated.config, small_photo_resample=resample))
+        heads.load_state_dict(gated.heads.state_dict())
+        save_heads(tmp_path / f"{resample}.pt", heads, gated.class_bank)
+        encoders[resample] = LiteEncoder(tmp_path / f"{resample}.pt", image_tower=gated.image_tower,
+                                         text_tower=gated.text_tower)
+        assert encoders[resample].heads.small_photo_layer.resample == resample
+    bicubic, bilinear = encoders["bicubic"], encoders["bilinear"]
+    older = {k: v for k, v in asdict(gated.config).items() if k != "small_photo_resample"}
+    assert HeadsConfig(**older).small_photo_resample == "bicubic"  # checkpoints from before the field
     sharp = open_image(scan_image_folder(demo_dir / "food")[0].path)
     photos = [sharp, sharp.resize((64, 64))]
-    emb_bicubic, emb_bilinear = gated.encode_images(photos), bilinear.encode_images(photos)
+    emb_bicubic, emb_bilinear = bicubic.encode_images(photos), bilinear.encode_images(photos)
     np.testing.assert_allclose(emb_bilinear[0], emb_bicubic[0], atol=1e-5)
     assert np.abs(emb_bilinear[1] - emb_bicubic[1]).max() > 1e-3
     # Checkpoints that tune the tower cache thumbnails' maps, which the filter changes.
     tuned = {}
-    for name, base in (("bicubic", gated), ("bilinear", bilinear)):
+    for name, base in encoders.items():
         save_heads(tmp_path / f"tuned-{name}.pt", with_tower_head(base.heads, base.image_tower.model), base.class_bank)
         tuned[name] = LiteEncoder(tmp_path / f"tuned-{name}.pt", image_tower=base.image_tower,
                                   text_tower=base.text_tower)
