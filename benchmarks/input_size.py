@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks.output import write_json
 from middleware.datasets import PHRASE_IMAGENET, LabelledImage
-from middleware.encoder.preprocess import DEFAULT_RESAMPLING, RESAMPLING
+from middleware.encoder.preprocess import DEFAULT_RESAMPLING, RESAMPLING, resampling_filter
 from middleware.encoder.small_photos import SmallInput, imagenet_index
 
 
@@ -86,9 +86,11 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     filters = [f.strip() for f in args.filters.split(",") if f.strip()]
-    unknown = sorted(set(filters) - set(RESAMPLING))
-    if unknown:
-        raise SystemExit(f"unknown filter(s) {unknown}; choose from {sorted(RESAMPLING)}")
+    try:
+        for name in filters:
+            resampling_filter(name)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
     results = run_input_size_benchmark(args.data, args.split, args.per_class, sizes, args.out, filters)
     print(f"{results['photos']} photos of {results['classes']} ImageNet classes; results in {args.out}")
     return 0

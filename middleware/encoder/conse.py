@@ -28,15 +28,20 @@ CLASS_BANK_TEMPLATES: tuple[str, ...] = (
 )
 
 
-def load_imagenet_class_names(path: str | Path = IMAGENET_CLASSES_TSV) -> list[list[str]]:
-    """Names of the 1000 ImageNet-1k classes in classifier index order (first name first)."""
-    rows: list[list[str]] = []
+def load_imagenet_classes(path: str | Path = IMAGENET_CLASSES_TSV) -> list[tuple[str, list[str]]]:
+    """``(wnid, names)`` of the 1000 ImageNet-1k classes in classifier index order (first name first)."""
+    rows: list[tuple[str, list[str]]] = []
     with Path(path).open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
-            rows.append([n.strip() for n in row["names"].split(",") if n.strip()])
+            rows.append((row["wnid"], [n.strip() for n in row["names"].split(",") if n.strip()]))
     if len(rows) != 1000:
         raise ValueError(f"{path} lists {len(rows)} classes, expected 1000")
     return rows
+
+
+def load_imagenet_class_names(path: str | Path = IMAGENET_CLASSES_TSV) -> list[list[str]]:
+    """Names of the 1000 ImageNet-1k classes in classifier index order (first name first)."""
+    return [names for _, names in load_imagenet_classes(path)]
 
 
 def build_class_bank(

@@ -59,17 +59,20 @@ def _photo_key(path: Path) -> str:
     return f"{path.name}|{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
 
 
+def _cache_lookup(items: Sequence[LabelledImage], cache_dir: Path, image_size: int, feature_format: str
+                  ) -> tuple[dict[Path, dict[str, np.ndarray]], list[str], list[int]]:
+    """The folder caches ``items`` live in, each photo's cache key, and the indices of photos not cached."""
+    folders = dict.fromkeys(item.path.parent for item in items)
+    caches = {f: _load_folder_cache(_folder_cache_path(cache_dir, f, image_size, feature_format)) for f in folders}
+    keys = [_photo_key(item.path) for item in items]
+    missing = [i for i, item in enumerate(items) if keys[i] not in caches[item.path.parent]]
+    return caches, keys, missing
+
+
 def features_cached(items: Sequence[LabelledImage], cache_dir: str | Path, image_size: int = 224,
                     feature_format: str = POOLED_FORMAT) -> bool:
     """True when every photo of ``items`` already has features of this format in the cache."""
-    folders: dict[Path, dict[str, np.ndarray]] = {}
-    for item in items:
-        if item.path.parent not in folders:
-            folders[item.path.parent] = _load_folder_cache(
-                _folder_cache_path(Path(cache_dir), item.path.parent, image_size, feature_format))
-        if _photo_key(item.path) not in folders[item.path.parent]:
-            return False
-    return True
+    return not _cache_lookup(items, Path(cache_dir), image_size, feature_format)[2]
 
 
 def cached_image_features(
@@ -88,12 +91,7 @@ def cached_image_features(
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    folders: dict[Path, list[int]] = {}
-    for index, item in enumerate(items):
-        folders.setdefault(item.path.parent, []).append(index)
-    caches = {f: _load_folder_cache(_folder_cache_path(cache_dir, f, image_size, feature_format)) for f in folders}
-    keys = [_photo_key(item.path) for item in items]
-    missing = [i for i, item in enumerate(items) if keys[i] not in caches[item.path.parent]]
+    caches, keys, missing = _cache_lookup(items, cache_dir, image_size, feature_format)
     if missing:
         with tqdm(total=len(missing), desc=desc, unit="img") as progress:
             for start in range(0, len(missing), batch_size):

@@ -25,8 +25,8 @@ from PIL import Image
 from torch.nn import functional as F
 
 from middleware.datasets import LabelledImage
-from middleware.encoder.conse import IMAGENET_CLASSES_TSV
-from middleware.encoder.preprocess import DEFAULT_RESAMPLING, RESAMPLING, images_to_array
+from middleware.encoder.conse import load_imagenet_classes
+from middleware.encoder.preprocess import DEFAULT_RESAMPLING, images_to_array, resampling_filter
 from middleware.encoder.towers import IMAGE_FEATURE_DIM
 
 if TYPE_CHECKING:
@@ -57,8 +57,7 @@ class SmallInput:
         resample = resample.strip() or DEFAULT_RESAMPLING
         if not size.strip().isdigit() or int(size) <= 0:
             raise ValueError(f"bad small-photo input {text!r}: expected SIZE or SIZE:FILTER, e.g. 224:bilinear")
-        if resample not in RESAMPLING:
-            raise ValueError(f"unknown resampling filter {resample!r} in {text!r}; choose from {sorted(RESAMPLING)}")
+        resampling_filter(resample)  # refuses an unknown filter name
         return cls(int(size), resample)
 
 
@@ -125,11 +124,10 @@ def photo_sizes(items: Sequence[LabelledImage]) -> list[tuple[int, int]]:
 def imagenet_index(items: Sequence[LabelledImage], data_root: Path) -> dict[str, int]:
     """ImageNet class index of every label that names one (``classes.csv`` wnid first, then name)."""
     by_wnid, by_name = {}, {}
-    with IMAGENET_CLASSES_TSV.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            by_wnid[row["wnid"]] = int(row["index"])
-            for name in row["names"].split(","):
-                by_name.setdefault(name.strip().lower(), int(row["index"]))
+    for class_index, (wnid, names) in enumerate(load_imagenet_classes()):
+        by_wnid[wnid] = class_index
+        for name in names:
+            by_name.setdefault(name.lower(), class_index)
     wnids = {}
     if (Path(data_root) / "classes.csv").is_file():
         with (Path(data_root) / "classes.csv").open(newline="", encoding="utf-8") as handle:
