@@ -24,3 +24,18 @@ def test_the_tower_recognises_real_photos_of_imagenet_classes(demo_dir: Path) ->
     assert set(results) == {"224", "224:bilinear"}  # the default filter keeps the plain size key
     for key in results:
         assert results[key]["top5"] == 1.0 and results[key]["top1"] >= 2 / 3
+
+
+def test_an_unknown_filter_is_refused_before_anything_is_measured_or_written(tmp_path: Path) -> None:
+    import argparse
+
+    import pytest
+
+    from benchmarks.input_size import _main
+
+    out = tmp_path / "input_size.json"
+    args = argparse.Namespace(data=str(tmp_path), split="", per_class=1, sizes="224", filters="bilinear,lanczos",
+                              out=str(out))
+    with pytest.raises(SystemExit, match="unknown resampling filter 'lanczos'"):
+        _main(args)
+    assert not out.exists()
