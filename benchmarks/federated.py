@@ -176,8 +176,7 @@ def run_federated_benchmark(
     for scheme in ("iid", "domain"):
         roots[scheme] = work_dir / f"partitions-{scheme}-{clients}"
         parts = partition_indices(train[0], clients, scheme)
-        write_partitions(roots[scheme], train[0], train[1].pooled, train[1].logits, parts, synonyms, raw_texts,
-                         train[1].maps, store_features_tag(base))
+        write_partitions(roots[scheme], train[0], train[1], parts, synonyms, raw_texts, store_features_tag(base))
     results: dict = {"base_version": base.version, "clients": clients, "rounds": rounds, "settings": settings,
                      "runs": {"base": {"history": [scorer(base.build())]}}}
     print(f"zero-shot base: mean F1 {results['runs']['base']['history'][0]['mean_f1']}", flush=True)

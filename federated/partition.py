@@ -26,7 +26,7 @@ PARTITION_FILE = "partition.json"
 FEATURES_FILE = "features.npz"
 PHRASES_FILE = "phrases.npz"
 MAPS_FILE = "maps.npy"  # optional pre-head maps (n, 320, 7, 7) float16, for tuning the tower head
-PARTITION_FORMAT = "pmirs-fed-partition/1"
+PARTITION_FORMAT = "pmirs-fed-partition/2"  # /2 records how many photos took the small-photo path
 FROZEN_FEATURES = "frozen"  # stored features came from the frozen tower alone (no small-photo layer)
 
 # (photos) -> the frozen image tower's outputs for them (pooled, logits and optionally pre-head maps).
@@ -93,6 +93,12 @@ class ClientPartition:
     phrase_owner: np.ndarray  # (p,) class index of each phrase, sorted
     maps: np.ndarray | None = None  # (n, 320, 7, 7) float16 pre-head maps (memory-mapped), if stored
     features_for: str = FROZEN_FEATURES  # version of the base heads whose small-photo layer made them
+    small_photos: int = 0  # how many photos took that small-photo path (the rest are sharp)
+
+    @property
+    def small_share(self) -> float:
+        """Share of this client's photos that are thumbnails (what its updates learn from)."""
+        return self.small_photos / len(self.items) if self.items else 0.0
 
     def __len__(self) -> int:
         return len(self.items)
@@ -101,17 +107,16 @@ class ClientPartition:
 def write_partition(
     directory: str | Path,
     items: Sequence[LabelledImage],
-    pooled: np.ndarray,
-    logits: np.ndarray,
+    outputs: TowerOutputs,
     synonyms: dict[str, list[str]],
     encode_texts: EncodeFn,
-    maps: np.ndarray | None = None,
     features_for: str = FROZEN_FEATURES,
 ) -> Path:
     """Write one client's store (photo list, tower outputs, phrase embeddings); returns the dir.
 
-    ``maps`` (pre-head maps) are needed only by runs that tune the tower's last layer;
-    ``features_for`` names the base heads whose small-photo layer computed ``pooled`` and ``logits``.
+    Pre-head maps (``outputs.maps``) are needed only by runs that tune the tower's last layer;
+    ``features_for`` names the base heads whose small-photo layer computed the pooled features and
+    logits, and the store records how many photos took that path.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -124,12 +129,14 @@ def write_partition(
     listing = {
         "format": PARTITION_FORMAT,
         "features_for": features_for,
+        "small_photos": outputs.small_count,
         "classes": classes,
         "items": [{"path": str(i.path), "label": i.label, "domain": i.domain} for i in items],
     }
-    np.savez(directory / FEATURES_FILE, pooled=pooled.astype(np.float16), logits=logits.astype(np.float16))
-    if maps is not None:
-        np.save(directory / MAPS_FILE, np.asarray(maps, dtype=np.float16))
+    np.savez(directory / FEATURES_FILE, pooled=outputs.pooled.astype(np.float16),
+             logits=outputs.logits.astype(np.float16))
+    if outputs.maps is not None:
+        np.save(directory / MAPS_FILE, np.asarray(outputs.maps, dtype=np.float16))
     else:
         (directory / MAPS_FILE).unlink(missing_ok=True)
     np.savez(directory / PHRASES_FILE, embeddings=np.asarray(encode_texts(phrases), dtype=np.float32),
@@ -145,9 +152,7 @@ def prepare_partition(directory: str | Path, data_dir: str | Path, extract: Extr
     The towers run here, once; federated rounds then only read the store.
     """
     items = scan_image_folder(data_dir)
-    out = extract(items)
-    return write_partition(directory, items, out.pooled, out.logits, read_synonyms(data_dir), encode_texts, out.maps,
-                           features_for)
+    return write_partition(directory, items, extract(items), read_synonyms(data_dir), encode_texts, features_for)
 
 
 def load_partition(directory: str | Path) -> ClientPartition:
@@ -160,7 +165,8 @@ def load_partition(directory: str | Path) -> ClientPartition:
     try:
         listing = json.loads((directory / PARTITION_FILE).read_text())
         if listing.get("format") != PARTITION_FORMAT:
-            raise ValueError("unknown format")
+            raise ValueError(f"format {listing.get('format')!r}, expected {PARTITION_FORMAT!r}: rebuild it with "
+                             "`pmirs federated prepare`")
         features = np.load(directory / FEATURES_FILE)
         phrases = np.load(directory / PHRASES_FILE)
         pooled, logits = features["pooled"].astype(np.float32), features["logits"].astype(np.float32)
@@ -175,18 +181,16 @@ def load_partition(directory: str | Path) -> ClientPartition:
     if len(pooled) != len(items) or len(logits) != len(items) or (maps is not None and len(maps) != len(items)):
         raise DatasetError(f"partition store {directory} lists {len(items)} photos but holds {len(pooled)} features")
     return ClientPartition(items, classes, labels, pooled, logits, phrase_emb, phrase_owner, maps,
-                           listing.get("features_for", FROZEN_FEATURES))
+                           listing.get("features_for", FROZEN_FEATURES), int(listing["small_photos"]))
 
 
 def write_partitions(
     out_root: str | Path,
     items: Sequence[LabelledImage],
-    pooled: np.ndarray,
-    logits: np.ndarray,
+    outputs: TowerOutputs,
     parts: Sequence[np.ndarray],
     synonyms: dict[str, list[str]],
     encode_texts: EncodeFn,
-    maps: np.ndarray | None = None,
     features_for: str = FROZEN_FEATURES,
 ) -> list[Path]:
     """Write ``client-<k>`` stores under ``out_root`` from features already extracted for ``items``.
@@ -204,10 +208,8 @@ def write_partitions(
 
     dirs = []
     for k, part in enumerate(parts):
-        dirs.append(write_partition(
-            Path(out_root) / client_dir_name(k), [items[i] for i in part], pooled[part], logits[part],
-            synonyms, encode_once, None if maps is None else maps[part], features_for,
-        ))
+        dirs.append(write_partition(Path(out_root) / client_dir_name(k), [items[i] for i in part],
+                                    outputs.select(part), synonyms, encode_once, features_for))
     return dirs
 
 

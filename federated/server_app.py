@@ -30,6 +30,7 @@ from flwr.serverapp.strategy import (
 
 from federated import task
 from federated.accounting import DEFAULT_DELTA, client_level_epsilon
+from middleware.encoder.small_photos import trained_photo_kind
 
 # Called after every round (0 = the initial weights) with the global heads' exchanged state
 # (load it with ``task.load_exchange_state``).
@@ -140,6 +141,17 @@ def dp_manifest(settings: task.FederatedSettings) -> dict:
     return record
 
 
+def feature_term_photos(history: Mapping[str, Mapping[str, Any]]) -> str:
+    """Which photos the trained feature term fits, from the last round's example-weighted share of
+    thumbnails among the clients' photos (every client reports its own; see ``task.SMALL_SHARE_KEY``)."""
+    if not history:
+        return "all"
+    last = history[max(history, key=int)]
+    if task.SMALL_SHARE_KEY not in last:
+        return "all"
+    return trained_photo_kind(float(last[task.SMALL_SHARE_KEY]))
+
+
 def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
                on_round: RoundCallback | None = None) -> dict:
     """Run every round; save the aggregated heads when ``out-dir`` is set; returns the manifest."""
@@ -171,6 +183,7 @@ def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
         "base_version": base.version,
         "round_seconds": clock.seconds,
         "train_metrics": history,
+        "feature_term_photos": feature_term_photos(history),
     }
     if settings.out_dir:
         manifest["checkpoint"] = str(task.save_checkpoint(settings.out_dir, heads, base, manifest))

@@ -37,6 +37,9 @@ from pmirs.errors import FederatedError
 STRATEGIES = ("fedavg", "fedprox", "fedavgm")
 BASE_VERSION_KEY = "base-version"  # the server pins the base heads; clients refuse another one
 NUM_EXAMPLES_KEY = "num-examples"  # FedAvg weights client updates by this metric
+# Share of a client's photos that are thumbnails; its example-weighted mean over clients says which
+# photos the trained feature term fits (small_photos.trained_photo_kind).
+SMALL_SHARE_KEY = "small-share"
 
 
 @dataclass
@@ -195,6 +198,7 @@ def make_examples(partition: ClientPartition, base: HeadsCheckpoint) -> Training
         labels=partition.labels,
         phrases=PhraseBank(partition.phrase_emb, partition.phrase_owner),
         maps=partition.maps,
+        small_share=partition.small_share,
     )
 
 
@@ -205,7 +209,8 @@ def train(heads: DualHeads, data: TrainingExamples, settings: FederatedSettings,
     config = TrainConfig(epochs=settings.local_epochs, batch_size=settings.batch_size, lr=settings.learning_rate,
                          anchor=settings.anchor, proximal_mu=proximal_mu, seed=seed)
     loss = train_epochs(heads, data, config)
-    return {"train-loss": float(loss), NUM_EXAMPLES_KEY: len(data), "train-seconds": time.perf_counter() - started}
+    return {"train-loss": float(loss), NUM_EXAMPLES_KEY: len(data), SMALL_SHARE_KEY: float(data.small_share),
+            "train-seconds": time.perf_counter() - started}
 
 
 @torch.inference_mode()
@@ -278,7 +283,8 @@ def save_checkpoint(out_dir: str | Path, heads: DualHeads, base: HeadsCheckpoint
     alone says how it was trained. Returns the checkpoint path ``<out_dir>/fed-heads-<version>.pt``.
     """
     out_dir = Path(out_dir)
-    config = replace(heads.config, extra={**heads.config.extra, "federated": manifest, "base_version": base.version})
+    config = replace(heads.config, feature_term_photos=manifest.get("feature_term_photos", "all"),
+                     extra={**heads.config.extra, "federated": manifest, "base_version": base.version})
     trained = DualHeads(config)
     trained.load_state_dict(heads.state_dict())
     staging = out_dir / "fed-heads.pt.staging"

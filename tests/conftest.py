@@ -25,6 +25,15 @@ def lite_encoder():
 
 
 @pytest.fixture(scope="session")
+def base_encoder(lite_encoder):
+    """The zero-shot base heads (what federated runs start from) on the default encoder's towers."""
+    from middleware.encoder.heads import BASE_HEADS_PATH
+    from middleware.encoder.lite import LiteEncoder
+
+    return LiteEncoder(BASE_HEADS_PATH, image_tower=lite_encoder.image_tower, text_tower=lite_encoder.text_tower)
+
+
+@pytest.fixture(scope="session")
 def demo_dir() -> Path:
     """The demo collection shipped in the repo (<domain>/<label>/<label>.jpg)."""
     return DEMO_DIR

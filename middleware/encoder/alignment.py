@@ -37,7 +37,7 @@ from middleware.encoder.heads import (
     save_heads,
 )
 from middleware.encoder.small_photo_fit import SmallPhotoFit
-from middleware.encoder.small_photos import DEFAULT_MAX_SIDE, AdaptConfig, SmallInput
+from middleware.encoder.small_photos import DEFAULT_MAX_SIDE, AdaptConfig, SmallInput, trained_photo_kind
 from middleware.encoder.towers import ImageTower, TextTower
 from middleware.encoder.training import TrainConfig, TrainingExamples, build_phrase_bank, train_epochs
 
@@ -211,6 +211,8 @@ def train_heads_on_pretrain(
     if small_head is not None:
         pooled = small_fit.pooled(small_head)
         config = replace(config, small_photo_max_side=small_max_side)
+    small_share = float(small_fit.small.mean()) if small_head is not None else 0.0
+    config = replace(config, feature_term_photos=trained_photo_kind(small_share))  # what the residual saw
     final = fit(everything, report.chosen_epochs, pooled, None) if report.chosen_epochs else None
     heads = (final or create_base_heads(config, base.class_bank)).eval()
     if small_head is not None:

@@ -135,6 +135,18 @@ class TowerOutputs:
     pooled: np.ndarray  # (n, 1280) pooled features
     logits: np.ndarray  # (n, 1000) ImageNet logits (ConSE reads them)
     maps: np.ndarray | None  # (n, 320, h, w) pre-head maps, only when a tower head is to be tuned
+    small: np.ndarray | None = None  # (n,) which photos took the small-photo path; None without one
+
+    def select(self, index: np.ndarray) -> TowerOutputs:
+        """The outputs of the photos at ``index`` (e.g. one client's share)."""
+        return TowerOutputs(self.pooled[index], self.logits[index],
+                            None if self.maps is None else self.maps[index],
+                            None if self.small is None else self.small[index])
+
+    @property
+    def small_count(self) -> int:
+        """How many of these photos took the small-photo path."""
+        return 0 if self.small is None else int(np.count_nonzero(self.small))
 
 
 def tower_outputs(
@@ -171,7 +183,7 @@ def tower_outputs(
         sharp = [item for item, is_small in zip(items, small, strict=True) if not is_small]
         frozen = _frozen_outputs(sharp, tower, cache_dir, with_maps, image_size, desc)
         pooled[~small], maps = frozen.pooled, frozen.maps
-    return TowerOutputs(pooled, tower.logits_from_pooled(pooled), maps if with_maps else None)
+    return TowerOutputs(pooled, tower.logits_from_pooled(pooled), maps if with_maps else None, small)
 
 
 def _frozen_outputs(items: Sequence[LabelledImage], tower: ImageTower, cache_dir: str | Path, with_maps: bool,

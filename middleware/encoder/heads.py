@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from middleware.encoder.preprocess import DEFAULT_RESAMPLING
-from middleware.encoder.small_photos import DEFAULT_INPUT_SIZE, SmallPhotoLayer
+from middleware.encoder.small_photos import DEFAULT_INPUT_SIZE, PHOTO_KINDS, SmallPhotoLayer
 from pmirs.errors import ModelUnavailableError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -48,7 +48,13 @@ class HeadsConfig:
     small_photo_max_side: int = 0  # >0: photos this small take the small-photo path (see small_photos)
     small_photo_input: int = DEFAULT_INPUT_SIZE  # the tower's input size on that path
     small_photo_resample: str = DEFAULT_RESAMPLING  # the filter that upsamples them to it
+    feature_term_photos: str = "all"  # photos the pooled-feature term was trained on (small_photos.PHOTO_KINDS)
     extra: dict = field(default_factory=dict)  # free-form notes (training data, metrics)
+
+    def __post_init__(self) -> None:
+        if self.feature_term_photos not in PHOTO_KINDS:
+            raise ValueError(f"feature_term_photos must be one of {', '.join(PHOTO_KINDS)}, "
+                             f"not {self.feature_term_photos!r}")
 
 
 class TowerHead(nn.Module):
@@ -105,11 +111,18 @@ class DualHeads(nn.Module):
         base = text_emb - self.config.center_strength * self.center
         return F.normalize(base + self.text_residual(text_emb), dim=-1)
 
-    def encode_image(self, conse_emb: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """Unit-norm shared-space image embeddings from the ConSE embedding and pooled features."""
+    def encode_image(self, conse_emb: torch.Tensor, pooled: torch.Tensor,
+                     feature_term: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit-norm shared-space image embeddings from the ConSE embedding and pooled features.
+
+        ``feature_term`` (one bool per photo, default all) says which photos get the pooled-feature
+        term: it is left out for photos of a kind it was not trained on (``feature_term_photos``).
+        """
         base = conse_emb - self.config.center_strength * self.center
-        pooled = F.normalize(pooled, dim=-1)
-        return F.normalize(base + self.image_residual(conse_emb) + self.image_features(pooled), dim=-1)
+        features = self.image_features(F.normalize(pooled, dim=-1))
+        if feature_term is not None:
+            features = features * feature_term.to(features.dtype).unsqueeze(-1)
+        return F.normalize(base + self.image_residual(conse_emb) + features, dim=-1)
 
     def pooled_features(self, features: torch.Tensor) -> torch.Tensor:
         """Pooled features for the image residual: through the tuned tower head when there is one

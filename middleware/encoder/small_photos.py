@@ -112,6 +112,37 @@ def one_kind(small: np.ndarray) -> bool:
     return bool(small.any())
 
 
+# Which photos a learned feature term fits: the kind it was trained on ("small" thumbnails or
+# "sharp" larger photos, relative to a checkpoint's small-photo layer), or "all" when it saw both.
+PHOTO_KINDS = ("all", "small", "sharp")
+
+
+def trained_photo_kind(small_share: float) -> str:
+    """The kind of photos a term trained on this share of small-path photos fits (see ``PHOTO_KINDS``).
+
+    A projection learned from 64-px thumbnails alone does not transfer to sharp photos (it broke
+    relevance gating on them), so a term that saw one kind only is applied to that kind only. The
+    share may be a weighted mean over clients, hence the rounding tolerance.
+    """
+    tolerance = 1e-6
+    if not -tolerance <= small_share <= 1.0 + tolerance:
+        raise ValueError(f"small-photo share must be within [0, 1], got {small_share}")
+    if small_share >= 1.0 - tolerance:
+        return "small"
+    return "sharp" if small_share <= tolerance else "all"
+
+
+def takes_feature_term(kind: str, small: np.ndarray | None, count: int) -> np.ndarray:
+    """One flag per photo: does a feature term trained on ``kind`` apply to it? ``small`` is the
+    small-path mask (None = no small-photo layer: every photo counts as sharp)."""
+    if kind not in PHOTO_KINDS:
+        raise ValueError(f"unknown photo kind {kind!r}: expected one of {', '.join(PHOTO_KINDS)}")
+    small = np.zeros(count, dtype=bool) if small is None else np.asarray(small, dtype=bool)
+    if kind == "all":
+        return np.ones(count, dtype=bool)
+    return small if kind == "small" else ~small
+
+
 def photo_sizes(items: Sequence[LabelledImage]) -> list[tuple[int, int]]:
     """(width, height) of each photo file, read from its header only."""
     sizes = []

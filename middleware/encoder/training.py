@@ -82,6 +82,7 @@ class TrainingExamples:
     labels: np.ndarray  # (n,) class index into the phrase bank
     phrases: PhraseBank
     maps: np.ndarray | None = None  # (n, 320, 7, 7) pre-head maps, float16: only to tune the tower head
+    small_share: float = 0.0  # share of thumbnails among these photos (which photos a learned feature term fits)
 
     def __len__(self) -> int:
         return len(self.labels)

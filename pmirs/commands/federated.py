@@ -87,8 +87,8 @@ def _write_stores(args: argparse.Namespace, out: Path) -> list[Path]:
     tower = tower_outputs(items, ImageTower(), args.feature_cache, with_maps=args.tower_head,
                           desc=f"features {args.split}", small_photos=small_photo_layer(base))
     parts = partition_indices(items, args.clients, args.partition, args.alpha, args.seed)
-    dirs = write_partitions(out, items, tower.pooled, tower.logits, parts, read_synonyms(args.data),
-                            TextTower().encode, tower.maps, store_features_tag(base))
+    dirs = write_partitions(out, items, tower, parts, read_synonyms(args.data), TextTower().encode,
+                            store_features_tag(base))
     for row in describe_partitions(dirs):
         print(f"{row['dir']}: {row['photos']} photos, {row['classes']} classes, domains {', '.join(row['domains'])}")
     return dirs

@@ -96,7 +96,7 @@ def test_unknown_encoder_spec_is_a_clear_error():
         create_encoder("resnet-9000")
 
 
-def test_a_tuned_tower_head_starts_equal_to_the_frozen_tower_and_then_moves(lite_encoder, demo_dir, tmp_path):
+def test_a_tuned_tower_head_starts_equal_to_the_frozen_tower_and_then_moves(base_encoder, demo_dir, tmp_path):
     """Heads that tune the tower's last layer read pre-head maps; untrained, they reproduce the base."""
     import torch
 
@@ -104,18 +104,18 @@ def test_a_tuned_tower_head_starts_equal_to_the_frozen_tower_and_then_moves(lite
     from middleware.encoder.heads import save_heads, with_tower_head
     from middleware.encoder.lite import LiteEncoder
 
-    base = lite_encoder.checkpoint
-    heads = with_tower_head(base.build(), lite_encoder.image_tower.model)
+    base = base_encoder.checkpoint
+    heads = with_tower_head(base.build(), base_encoder.image_tower.model)
     path = tmp_path / "tower-heads.pt"
     save_heads(path, heads, base.class_bank)
-    tuned = LiteEncoder(path, image_tower=lite_encoder.image_tower, text_tower=lite_encoder.text_tower)
+    tuned = LiteEncoder(path, image_tower=base_encoder.image_tower, text_tower=base_encoder.text_tower)
     photos = [_photo(demo_dir, "mammals", "lion"), _photo(demo_dir, "food", "pizza")]
     assert tuned.feature_format.startswith(PREHEAD_FORMAT) and tuned.image_features(photos).shape == (2, 320, 7, 7)
-    np.testing.assert_allclose(tuned.encode_images(photos), lite_encoder.encode_images(photos), atol=1e-4)
+    np.testing.assert_allclose(tuned.encode_images(photos), base_encoder.encode_images(photos), atol=1e-4)
 
     def encoder_with(heads) -> LiteEncoder:
         save_heads(path, heads, base.class_bank)
-        return LiteEncoder(path, image_tower=lite_encoder.image_tower, text_tower=lite_encoder.text_tower)
+        return LiteEncoder(path, image_tower=base_encoder.image_tower, text_tower=base_encoder.text_tower)
 
     with torch.no_grad():
         heads.image_features.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))

@@ -20,6 +20,8 @@ from middleware.encoder.small_photos import (
     SmallPhotoLayer,
     adapt_small_photo_head,
     small_photo_mask,
+    takes_feature_term,
+    trained_photo_kind,
 )
 
 
@@ -84,21 +86,21 @@ def test_an_unchanged_layer_costs_sharp_photos_nothing(lite_encoder, demo_dir: P
 
 
 @pytest.fixture()
-def gated_encoder(lite_encoder, tmp_path: Path) -> tuple[LiteEncoder, LiteEncoder]:
+def gated_encoder(base_encoder, tmp_path: Path) -> tuple[LiteEncoder, LiteEncoder]:
     """(encoder without a small-photo layer, the same heads with a changed small-photo layer)."""
-    base = lite_encoder.checkpoint
+    base = base_encoder.checkpoint
     plain = DualHeads(replace(base.config, small_photo_max_side=0))
     plain.load_state_dict(base.state_dict, strict=False)
     gated = DualHeads(replace(base.config, small_photo_max_side=112, small_photo_input=160))
     gated.load_state_dict(base.state_dict, strict=False)
-    gated.small_photo_head.copy_from_tower(lite_encoder.image_tower.model)
+    gated.small_photo_head.copy_from_tower(base_encoder.image_tower.model)
     with torch.no_grad():
         gated.small_photo_head.conv.weight.mul_(1.5)
     encoders = []
     for name, heads in (("plain", plain), ("gated", gated)):
         save_heads(tmp_path / f"{name}.pt", heads, base.class_bank)
-        encoders.append(LiteEncoder(tmp_path / f"{name}.pt", image_tower=lite_encoder.image_tower,
-                                    text_tower=lite_encoder.text_tower))
+        encoders.append(LiteEncoder(tmp_path / f"{name}.pt", image_tower=base_encoder.image_tower,
+                                    text_tower=base_encoder.text_tower))
     return encoders[0], encoders[1]
 
 
@@ -171,6 +173,57 @@ def test_checkpoints_carry_the_small_photo_filter(gated_encoder, demo_dir: Path,
                                   text_tower=base.text_tower)
     assert tuned["bilinear"].feature_format != tuned["bicubic"].feature_format
     np.testing.assert_allclose(tuned["bilinear"].encode_images(photos[1:]), emb_bilinear[1:], atol=1e-4)
+
+
+def test_the_trained_photo_kind_follows_the_share_of_thumbnails() -> None:
+    assert [trained_photo_kind(s) for s in (1.0, 1.0 - 1e-9, 0.0, 1e-9, 0.5)] == [
+        "small", "small", "sharp", "sharp", "all"]
+    with pytest.raises(ValueError, match="share"):
+        trained_photo_kind(1.5)
+    small = np.asarray([True, False])
+    assert takes_feature_term("small", small, 2).tolist() == [True, False]
+    assert takes_feature_term("sharp", small, 2).tolist() == [False, True]
+    assert takes_feature_term("all", small, 2).tolist() == [True, True]
+    assert takes_feature_term("sharp", None, 2).tolist() == [True, True]  # no small-photo layer: all sharp
+    with pytest.raises(ValueError, match="photo kind"):
+        takes_feature_term("thumbnails", small, 2)
+    from middleware.encoder.heads import HeadsConfig
+
+    with pytest.raises(ValueError, match="feature_term_photos"):  # load_heads reports it as not a checkpoint
+        HeadsConfig(feature_term_photos="thumbnails")
+
+
+def test_a_feature_term_trained_on_one_kind_of_photo_skips_the_other(gated_encoder, demo_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    from middleware.encoder.heads import with_tower_head
+
+    _, gated = gated_encoder
+    trained = with_tower_head(gated.heads, gated.image_tower.model)
+    with torch.no_grad():  # a feature term as federated rounds on thumbnails leave it
+        trained.image_features.weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(0))
+    without_term = with_tower_head(gated.heads, gated.image_tower.model)
+    encoders = {}
+    for name, heads, kind in (("all", trained, "all"), ("small", trained, "small"), ("sharp", trained, "sharp"),
+                              ("none", without_term, "all")):
+        heads.config = replace(heads.config, feature_term_photos=kind)
+        save_heads(tmp_path / f"{name}.pt", heads, gated.class_bank)
+        encoders[name] = LiteEncoder(tmp_path / f"{name}.pt", image_tower=gated.image_tower,
+                                     text_tower=gated.text_tower)
+    sharp = open_image(scan_image_folder(demo_dir / "mammals")[1].path)
+    photos = [sharp, sharp.resize((64, 64))]
+    emb = {name: encoder.encode_images(photos) for name, encoder in encoders.items()}
+    assert np.abs(emb["all"][0] - emb["none"][0]).max() > 1e-2  # the term moves both kinds when it fits all
+    assert np.abs(emb["all"][1] - emb["none"][1]).max() > 1e-2
+    np.testing.assert_allclose(emb["small"][1], emb["all"][1], atol=1e-5)  # thumbnails keep it
+    np.testing.assert_allclose(emb["small"][0], emb["none"][0], atol=1e-5)  # the sharp photo skips it
+    np.testing.assert_allclose(emb["sharp"][0], emb["all"][0], atol=1e-5)
+    np.testing.assert_allclose(emb["sharp"][1], emb["none"][1], atol=1e-5)
+    # Cached features need the photo sizes to know which photos get the term.
+    maps = encoders["small"].image_features(photos[:1])
+    with pytest.raises(ValueError, match="small"):
+        encoders["small"].embed_image_features(maps)
+    np.testing.assert_allclose(encoders["small"].embed_image_features(maps, small=np.asarray([False])),
+                               emb["small"][:1], atol=1e-5)
 
 
 def test_the_fit_keeps_the_epoch_the_held_out_score_prefers_and_retrains_on_everything(

@@ -70,6 +70,12 @@ def base_heads(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def stub_towers() -> tuple:
+    """(stub image tower, stub text tower), for tests that write stores themselves."""
+    return stub_extract, stub_encode
+
+
+@pytest.fixture
 def photos(tmp_path: Path) -> Path:
     return make_photos(tmp_path / "photos")
 
@@ -79,8 +85,7 @@ def stores(tmp_path: Path, photos: Path) -> Path:
     """Two client stores split by domain, under ``<tmp>/parts/client-<k>``."""
     items = scan_image_folder(photos)
     out = stub_extract(items)
-    write_partitions(tmp_path / "parts", items, out.pooled, out.logits, partition_indices(items, 2, "domain"), {},
-                     stub_encode, out.maps)
+    write_partitions(tmp_path / "parts", items, out, partition_indices(items, 2, "domain"), {}, stub_encode)
     return tmp_path / "parts"
 
 

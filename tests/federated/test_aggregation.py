@@ -8,7 +8,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.supercore.task_identity import TaskIdentity
 
 from federated.server_app import create_strategy
-from federated.task import NUM_EXAMPLES_KEY, FederatedSettings
+from federated.task import NUM_EXAMPLES_KEY, SMALL_SHARE_KEY, FederatedSettings
 
 
 @pytest.mark.parametrize("strategy", ["fedavg", "fedprox"])
@@ -18,16 +18,30 @@ def test_aggregate_is_example_weighted_mean(monkeypatch: pytest.MonkeyPatch, str
     rng = np.random.default_rng(0)
     updates = [[rng.normal(size=(3, 2)), rng.normal(size=4)] for _ in range(3)]
     examples = [10, 30, 60]
+    small_shares = [1.0, 0.0, 0.5]
     instruction = Message(RecordDict({"arrays": ArrayRecord([np.zeros((3, 2)), np.zeros(4)]),
                                       "config": ConfigRecord({})}), dst_node_id=1, message_type="train")
     replies = [
-        Message(RecordDict({"arrays": ArrayRecord(update), "metrics": MetricRecord({NUM_EXAMPLES_KEY: n})}),
+        Message(RecordDict({"arrays": ArrayRecord(update),
+                            "metrics": MetricRecord({NUM_EXAMPLES_KEY: n, SMALL_SHARE_KEY: share})}),
                 reply_to=instruction)
-        for update, n in zip(updates, examples, strict=True)
+        for update, n, share in zip(updates, examples, small_shares, strict=True)
     ]
     settings = FederatedSettings(strategy=strategy, proximal_mu=0.1, min_nodes=3)
-    arrays, _ = create_strategy(settings).aggregate_train(1, replies)
+    arrays, metrics = create_strategy(settings).aggregate_train(1, replies)
+    assert metrics[SMALL_SHARE_KEY] == pytest.approx(0.4)  # the share of thumbnails over all clients' photos
     weights = np.asarray(examples) / sum(examples)
     for k, got in enumerate(arrays.to_numpy_ndarrays()):
         expected = sum(w * u[k] for w, u in zip(weights, updates, strict=True))
         assert np.allclose(got, expected, atol=1e-6)
+
+
+def test_the_checkpoint_records_which_photos_its_feature_term_fits() -> None:
+    """The clients' example-weighted share of thumbnails in the last round names the kind."""
+    from federated.server_app import feature_term_photos
+
+    assert feature_term_photos({"1": {"small-share": 0.0}, "2": {"small-share": 1.0}}) == "small"
+    assert feature_term_photos({"1": {"small-share": 1.0}, "2": {"small-share": 1.0 - 3e-12}}) == "small"
+    assert feature_term_photos({"3": {"small-share": 0.0}}) == "sharp"
+    assert feature_term_photos({"10": {"small-share": 0.4}, "9": {"small-share": 1.0}}) == "all"
+    assert feature_term_photos({}) == "all"

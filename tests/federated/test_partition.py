@@ -70,6 +70,28 @@ def test_prepared_store_reads_only_its_own_folder(own_stores: list[Path]) -> Non
     assert len(store) == 8 and store.pooled.shape == (8, 1280) and store.logits.shape == (8, 1000)
 
 
+def test_a_store_records_how_many_photos_are_thumbnails(tmp_path: Path, photos: Path, stub_towers) -> None:
+    from dataclasses import replace
+
+    from federated.partition import write_partitions
+
+    stub_extract, stub_encode = stub_towers
+    items = scan_image_folder(photos)
+    small = np.arange(len(items)) % 4 == 0  # as a small-photo layer would flag them
+    parts = partition_indices(items, 2, "domain")
+    write_partitions(tmp_path / "parts", items, replace(stub_extract(items), small=small), parts, {}, stub_encode)
+    for k, part in enumerate(parts):
+        store = load_partition(tmp_path / "parts" / f"client-{k}")
+        assert store.small_photos == small[part].sum() > 0
+        assert store.small_share == small[part].mean()
+    # A store from before the count (format /1) is refused with the command that rebuilds it.
+    store = tmp_path / "parts" / "client-0"
+    listing = json.loads((store / PARTITION_FILE).read_text())
+    (store / PARTITION_FILE).write_text(json.dumps({**listing, "format": "pmirs-fed-partition/1"}))
+    with pytest.raises(DatasetError, match="federated prepare"):
+        load_partition(store)
+
+
 def test_a_store_whose_maps_do_not_match_its_photos_is_refused_and_left_as_it_was(stores: Path) -> None:
     store = stores / "client-0"
     maps = np.load(store / "maps.npy")

@@ -38,6 +38,7 @@ def test_training_moves_the_heads_and_weights_round_trip(stores: Path, base_head
     metrics = task.train(heads, data, settings)
     after = task.get_weights(heads)
     assert metrics[task.NUM_EXAMPLES_KEY] == len(data) == 8
+    assert metrics[task.SMALL_SHARE_KEY] == 0.0  # stub stores hold no thumbnails
     assert np.isfinite(metrics["train-loss"])
     assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
     # The text head moves only when asked to: frozen, text queries keep the base's space.
