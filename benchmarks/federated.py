@@ -233,7 +233,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--train-text", action="store_true", help="every run also tunes the text head")
     parser.add_argument("--dp-noise", type=float, default=0.05, help="DP noise multiplier of the DP run")
     parser.add_argument("--dp-clip", type=float, default=0.5, help="DP clipping norm of the DP run")
-    parser.add_argument("--heads", default="", help="base heads checkpoint (default: the shipped one)")
+    parser.add_argument("--heads", default="", help="base heads (default: the zero-shot base lite-heads.pt)")
     parser.add_argument("--runs", default=",".join(DEFAULT_RUNS))
     parser.add_argument("--train-per-class", type=int, default=100, help="train/ photos per class (cached)")
     parser.add_argument("--heldout-per-class", type=int, default=60, help="pretrain/ photos per class (cached)")

@@ -141,8 +141,8 @@ def dp_manifest(settings: task.FederatedSettings) -> dict:
     return record
 
 
-def feature_term_photos(history: Mapping[str, Mapping[str, Any]]) -> str:
-    """Which photos the trained feature term fits, from the last round's example-weighted share of
+def tuned_photos(history: Mapping[str, Mapping[str, Any]]) -> str:
+    """Which photos the trained image terms fit, from the last round's example-weighted share of
     thumbnails among the clients' photos (every client reports its own; see ``task.SMALL_SHARE_KEY``)."""
     if not history:
         return "all"
@@ -183,7 +183,7 @@ def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
         "base_version": base.version,
         "round_seconds": clock.seconds,
         "train_metrics": history,
-        "feature_term_photos": feature_term_photos(history),
+        "tuned_photos": tuned_photos(history),
     }
     if settings.out_dir:
         manifest["checkpoint"] = str(task.save_checkpoint(settings.out_dir, heads, base, manifest))

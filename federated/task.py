@@ -38,7 +38,7 @@ STRATEGIES = ("fedavg", "fedprox", "fedavgm")
 BASE_VERSION_KEY = "base-version"  # the server pins the base heads; clients refuse another one
 NUM_EXAMPLES_KEY = "num-examples"  # FedAvg weights client updates by this metric
 # Share of a client's photos that are thumbnails; its example-weighted mean over clients says which
-# photos the trained feature term fits (small_photos.trained_photo_kind).
+# photos the trained image terms fit (small_photos.trained_photo_kind).
 SMALL_SHARE_KEY = "small-share"
 
 
@@ -283,7 +283,7 @@ def save_checkpoint(out_dir: str | Path, heads: DualHeads, base: HeadsCheckpoint
     alone says how it was trained. Returns the checkpoint path ``<out_dir>/fed-heads-<version>.pt``.
     """
     out_dir = Path(out_dir)
-    config = replace(heads.config, feature_term_photos=manifest.get("feature_term_photos", "all"),
+    config = replace(heads.config, tuned_photos=manifest.get("tuned_photos", "all"),
                      extra={**heads.config.extra, "federated": manifest, "base_version": base.version})
     trained = DualHeads(config)
     trained.load_state_dict(heads.state_dict())

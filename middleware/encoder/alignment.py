@@ -212,7 +212,7 @@ def train_heads_on_pretrain(
         pooled = small_fit.pooled(small_head)
         config = replace(config, small_photo_max_side=small_max_side)
     small_share = float(small_fit.small.mean()) if small_head is not None else 0.0
-    config = replace(config, feature_term_photos=trained_photo_kind(small_share))  # what the residual saw
+    config = replace(config, tuned_photos=trained_photo_kind(small_share))  # what the residuals saw
     final = fit(everything, report.chosen_epochs, pooled, None) if report.chosen_epochs else None
     heads = (final or create_base_heads(config, base.class_bank)).eval()
     if small_head is not None:

@@ -16,7 +16,7 @@ def create_encoder(spec: str = "lite", heads_path: str | Path | None = None) -> 
     Args:
         spec: ``"lite"`` (EfficientNet-Lite0 + MiniLM, offline) or ``"hf-clip:PATH"`` (a local
             Hugging Face CLIP model directory).
-        heads_path: a heads checkpoint for ``lite`` (default: the shipped one).
+        heads_path: a heads checkpoint for ``lite`` (default: the shipped default, see ``heads.DEFAULT_HEADS_PATH``).
 
     Raises:
         ModelUnavailableError: unknown spec, or a model file/package is missing.

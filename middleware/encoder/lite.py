@@ -15,7 +15,7 @@ from middleware.encoder.conse import conse_embed
 from middleware.encoder.features import POOLED_FORMAT, PREHEAD_FORMAT, resampled_format
 from middleware.encoder.heads import HeadsCheckpoint, load_heads
 from middleware.encoder.preprocess import images_to_array
-from middleware.encoder.small_photos import one_kind, takes_feature_term
+from middleware.encoder.small_photos import one_kind, takes_tuned_terms
 from middleware.encoder.towers import ImageTower, TextTower
 
 # Up to this many texts are encoded on one intra-op thread: a query is ~10 tokens, too little work
@@ -140,8 +140,8 @@ class LiteEncoder(Encoder):
         ConSE reads the tower's classifier on pooled features: as given, or from pre-head maps
         through the frozen last layer, or through the small-photo layer when ``small`` (one flag per
         photo, needed with maps and a small-photo layer) says the maps are thumbnails'. A tuned
-        tower head only feeds the pooled-feature term, which photos of a kind the heads were not
-        trained on skip (``feature_term_photos``; ``small`` says which photos are thumbnails).
+        tower head only feeds the pooled-feature term. Photos of a kind the heads' image terms were
+        not trained on keep the zero-shot base (``tuned_photos``; ``small`` says which are thumbnails).
         """
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 4:
@@ -157,15 +157,15 @@ class LiteEncoder(Encoder):
         else:
             pooled = torch.from_numpy(np.asarray(classifier_input, dtype=np.float32))
         out = self.heads.encode_image(torch.from_numpy(conse.astype(np.float32)), pooled,
-                                      torch.from_numpy(self._feature_term(small, len(features))))
+                                      torch.from_numpy(self._tuned_terms(small, len(features))))
         return out.numpy().astype(np.float32)
 
-    def _feature_term(self, small: np.ndarray | None, count: int) -> np.ndarray:
-        kind = self.config.feature_term_photos
+    def _tuned_terms(self, small: np.ndarray | None, count: int) -> np.ndarray:
+        kind = self.config.tuned_photos
         if kind != "all" and self.heads.small_photo_layer is not None and (small is None or len(small) != count):
-            raise ValueError(f"these heads' feature term fits {kind} photos only: pass `small` "
+            raise ValueError(f"these heads' image terms fit {kind} photos only: pass `small` "
                              "(LiteEncoder.small_photos of the photos' sizes, one flag per photo)")
-        return takes_feature_term(kind, small, count)
+        return takes_tuned_terms(kind, small, count)
 
     def _maps_are_small(self, small: np.ndarray | None, count: int) -> bool:
         if self.heads.small_photo_layer is None:

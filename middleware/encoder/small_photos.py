@@ -112,16 +112,16 @@ def one_kind(small: np.ndarray) -> bool:
     return bool(small.any())
 
 
-# Which photos a learned feature term fits: the kind it was trained on ("small" thumbnails or
-# "sharp" larger photos, relative to a checkpoint's small-photo layer), or "all" when it saw both.
+# Which photos trained image-side terms fit: the kind they were trained on ("small" thumbnails or
+# "sharp" larger photos, relative to a checkpoint's small-photo layer), or "all" when they saw both.
 PHOTO_KINDS = ("all", "small", "sharp")
 
 
 def trained_photo_kind(small_share: float) -> str:
-    """The kind of photos a term trained on this share of small-path photos fits (see ``PHOTO_KINDS``).
+    """The kind of photos terms trained on this share of small-path photos fit (see ``PHOTO_KINDS``).
 
-    A projection learned from 64-px thumbnails alone does not transfer to sharp photos (it broke
-    relevance gating on them), so a term that saw one kind only is applied to that kind only. The
+    Terms learned from 64-px thumbnails alone do not transfer to sharp photos (they broke chat
+    relevance gating on them), so terms that saw one kind only are applied to that kind only. The
     share may be a weighted mean over clients, hence the rounding tolerance.
     """
     tolerance = 1e-6
@@ -132,8 +132,8 @@ def trained_photo_kind(small_share: float) -> str:
     return "sharp" if small_share <= tolerance else "all"
 
 
-def takes_feature_term(kind: str, small: np.ndarray | None, count: int) -> np.ndarray:
-    """One flag per photo: does a feature term trained on ``kind`` apply to it? ``small`` is the
+def takes_tuned_terms(kind: str, small: np.ndarray | None, count: int) -> np.ndarray:
+    """One flag per photo: do image terms trained on ``kind`` apply to it? ``small`` is the
     small-path mask (None = no small-photo layer: every photo counts as sharp)."""
     if kind not in PHOTO_KINDS:
         raise ValueError(f"unknown photo kind {kind!r}: expected one of {', '.join(PHOTO_KINDS)}")

@@ -82,7 +82,7 @@ class TrainingExamples:
     labels: np.ndarray  # (n,) class index into the phrase bank
     phrases: PhraseBank
     maps: np.ndarray | None = None  # (n, 320, 7, 7) pre-head maps, float16: only to tune the tower head
-    small_share: float = 0.0  # share of thumbnails among these photos (which photos a learned feature term fits)
+    small_share: float = 0.0  # share of thumbnails among these photos (which photos trained terms fit)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -95,7 +95,7 @@ class TrainingExamples:
 
 @dataclass
 class TrainConfig:
-    """Optimiser settings; the defaults are what the shipped heads were trained with."""
+    """Optimiser settings; the defaults are what `train-heads` uses (federated runs set their own)."""
 
     epochs: int = 10
     batch_size: int = 256

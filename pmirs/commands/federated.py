@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep.add_argument("--data", required=True, help="<root>/<label>/*.jpg or <root>/<domain>/<label>/*.jpg")
     prep.add_argument("--out", required=True, help="the store directory (give it to the SuperNode)")
     prep.add_argument("--tower-head", action="store_true", help="keep pre-head maps (for --tower-head runs)")
-    prep.add_argument("--heads", default="", help="base heads checkpoint the run uses (default: the shipped one)")
+    prep.add_argument("--heads", default="", help="base heads of the run (default: the zero-shot base lite-heads.pt)")
     prep.set_defaults(func=_prepare)
 
     dep = sub.add_parser("deploy-config", help="write the commands of a real deployment on one host")
@@ -66,7 +66,7 @@ def _partition_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--partition", choices=("iid", "domain", "dirichlet"), default="iid")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (dirichlet only)")
-    parser.add_argument("--heads", default="", help="base heads checkpoint the run uses (default: the shipped one)")
+    parser.add_argument("--heads", default="", help="base heads of the run (default: the zero-shot base lite-heads.pt)")
     parser.add_argument("--per-class", type=int, default=100, help="photos per class to use (0 = all)")
     parser.add_argument("--feature-cache", default="cache/features", help="cached tower features directory")
     parser.add_argument("--tower-head", action="store_true",

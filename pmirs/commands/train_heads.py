@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=str(BASE_HEADS_PATH), help="checkpoint to write")
     parser.add_argument("--feature-cache", default="cache/features")
     parser.add_argument("--per-class", type=int, default=0,
-                        help="photos per class (0 = all, as the shipped heads used)")
+                        help="photos per class (0 = all, as the shipped base used)")
     parser.add_argument("--holdout", type=float, default=0.25, help="share of classes held out to check transfer")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -65,6 +65,24 @@ def test_version_names_the_heads(lite_encoder):
     assert lite_encoder.version == f"lite-{load_heads().version}"
 
 
+def test_the_default_heads_are_the_federated_checkpoint_and_keep_sharp_photos_at_the_base(lite_encoder, base_encoder,
+                                                                                         demo_dir):
+    from middleware.encoder.heads import DEFAULT_HEADS_PATH, heads_version
+
+    config = lite_encoder.config
+    manifest = config.extra["federated"]
+    assert DEFAULT_HEADS_PATH.name == f"fed-heads-{heads_version(DEFAULT_HEADS_PATH)}.pt"  # the name is its hash
+    assert manifest["base_version"] == base_encoder.checkpoint.version
+    assert config.tower_head and config.tuned_photos == "small" and set(config.extra["relevance"]) == {"image", "text"}
+    sharp = _photo(demo_dir, "mammals", "lion")
+    photos = [sharp, sharp.resize((64, 64))]
+    tuned, base = lite_encoder.encode_images(photos), base_encoder.encode_images(photos)
+    np.testing.assert_allclose(tuned[0], base[0], atol=1e-4)  # the sharp photo: the zero-shot base
+    assert np.abs(tuned[1] - base[1]).max() > 1e-2  # the thumbnail: the federated terms
+    np.testing.assert_allclose(lite_encoder.encode_texts(["a lion"]), base_encoder.encode_texts(["a lion"]),
+                               atol=1e-5)  # the text head was not trained
+
+
 def test_missing_heads_file_is_a_clear_error(tmp_path):
     with pytest.raises(ModelUnavailableError, match="heads not found"):
         create_encoder("lite", heads_path=tmp_path / "nope.pt")

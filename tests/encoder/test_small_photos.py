@@ -20,7 +20,7 @@ from middleware.encoder.small_photos import (
     SmallPhotoLayer,
     adapt_small_photo_head,
     small_photo_mask,
-    takes_feature_term,
+    takes_tuned_terms,
     trained_photo_kind,
 )
 
@@ -181,44 +181,47 @@ def test_the_trained_photo_kind_follows_the_share_of_thumbnails() -> None:
     with pytest.raises(ValueError, match="share"):
         trained_photo_kind(1.5)
     small = np.asarray([True, False])
-    assert takes_feature_term("small", small, 2).tolist() == [True, False]
-    assert takes_feature_term("sharp", small, 2).tolist() == [False, True]
-    assert takes_feature_term("all", small, 2).tolist() == [True, True]
-    assert takes_feature_term("sharp", None, 2).tolist() == [True, True]  # no small-photo layer: all sharp
+    assert takes_tuned_terms("small", small, 2).tolist() == [True, False]
+    assert takes_tuned_terms("sharp", small, 2).tolist() == [False, True]
+    assert takes_tuned_terms("all", small, 2).tolist() == [True, True]
+    assert takes_tuned_terms("sharp", None, 2).tolist() == [True, True]  # no small-photo layer: all sharp
     with pytest.raises(ValueError, match="photo kind"):
-        takes_feature_term("thumbnails", small, 2)
+        takes_tuned_terms("thumbnails", small, 2)
     from middleware.encoder.heads import HeadsConfig
 
-    with pytest.raises(ValueError, match="feature_term_photos"):  # load_heads reports it as not a checkpoint
-        HeadsConfig(feature_term_photos="thumbnails")
+    with pytest.raises(ValueError, match="tuned_photos"):  # load_heads reports it as not a checkpoint
+        HeadsConfig(tuned_photos="thumbnails")
 
 
-def test_a_feature_term_trained_on_one_kind_of_photo_skips_the_other(gated_encoder, demo_dir: Path,
-                                                                     tmp_path: Path) -> None:
+def test_image_terms_trained_on_one_kind_of_photo_leave_the_other_at_the_base(gated_encoder, demo_dir: Path,
+                                                                             tmp_path: Path) -> None:
     from middleware.encoder.heads import with_tower_head
 
     _, gated = gated_encoder
     trained = with_tower_head(gated.heads, gated.image_tower.model)
-    with torch.no_grad():  # a feature term as federated rounds on thumbnails leave it
-        trained.image_features.weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(0))
-    without_term = with_tower_head(gated.heads, gated.image_tower.model)
+    with torch.no_grad():  # both image terms as federated rounds on thumbnails leave them
+        generator = torch.Generator().manual_seed(0)
+        trained.image_features.weight.normal_(0.0, 0.05, generator=generator)
+        trained.image_residual.weight.normal_(0.0, 0.05, generator=generator)
+    without_term = with_tower_head(gated.heads, gated.image_tower.model)  # = the base
     encoders = {}
     for name, heads, kind in (("all", trained, "all"), ("small", trained, "small"), ("sharp", trained, "sharp"),
                               ("none", without_term, "all")):
-        heads.config = replace(heads.config, feature_term_photos=kind)
+        heads.config = replace(heads.config, tuned_photos=kind)
         save_heads(tmp_path / f"{name}.pt", heads, gated.class_bank)
         encoders[name] = LiteEncoder(tmp_path / f"{name}.pt", image_tower=gated.image_tower,
                                      text_tower=gated.text_tower)
     sharp = open_image(scan_image_folder(demo_dir / "mammals")[1].path)
     photos = [sharp, sharp.resize((64, 64))]
     emb = {name: encoder.encode_images(photos) for name, encoder in encoders.items()}
-    assert np.abs(emb["all"][0] - emb["none"][0]).max() > 1e-2  # the term moves both kinds when it fits all
+    np.testing.assert_allclose(emb["none"], gated.encode_images(photos), atol=1e-4)
+    assert np.abs(emb["all"][0] - emb["none"][0]).max() > 1e-2  # the terms move both kinds when they fit all
     assert np.abs(emb["all"][1] - emb["none"][1]).max() > 1e-2
-    np.testing.assert_allclose(emb["small"][1], emb["all"][1], atol=1e-5)  # thumbnails keep it
-    np.testing.assert_allclose(emb["small"][0], emb["none"][0], atol=1e-5)  # the sharp photo skips it
+    np.testing.assert_allclose(emb["small"][1], emb["all"][1], atol=1e-5)  # thumbnails keep them
+    np.testing.assert_allclose(emb["small"][0], emb["none"][0], atol=1e-5)  # the sharp photo keeps the base
     np.testing.assert_allclose(emb["sharp"][0], emb["all"][0], atol=1e-5)
     np.testing.assert_allclose(emb["sharp"][1], emb["none"][1], atol=1e-5)
-    # Cached features need the photo sizes to know which photos get the term.
+    # Cached features need the photo sizes to know which photos get the terms.
     maps = encoders["small"].image_features(photos[:1])
     with pytest.raises(ValueError, match="small"):
         encoders["small"].embed_image_features(maps)

@@ -36,12 +36,12 @@ def test_aggregate_is_example_weighted_mean(monkeypatch: pytest.MonkeyPatch, str
         assert np.allclose(got, expected, atol=1e-6)
 
 
-def test_the_checkpoint_records_which_photos_its_feature_term_fits() -> None:
+def test_the_checkpoint_records_which_photos_its_image_terms_fit() -> None:
     """The clients' example-weighted share of thumbnails in the last round names the kind."""
-    from federated.server_app import feature_term_photos
+    from federated.server_app import tuned_photos
 
-    assert feature_term_photos({"1": {"small-share": 0.0}, "2": {"small-share": 1.0}}) == "small"
-    assert feature_term_photos({"1": {"small-share": 1.0}, "2": {"small-share": 1.0 - 3e-12}}) == "small"
-    assert feature_term_photos({"3": {"small-share": 0.0}}) == "sharp"
-    assert feature_term_photos({"10": {"small-share": 0.4}, "9": {"small-share": 1.0}}) == "all"
-    assert feature_term_photos({}) == "all"
+    assert tuned_photos({"1": {"small-share": 0.0}, "2": {"small-share": 1.0}}) == "small"
+    assert tuned_photos({"1": {"small-share": 1.0}, "2": {"small-share": 1.0 - 3e-12}}) == "small"
+    assert tuned_photos({"3": {"small-share": 0.0}}) == "sharp"
+    assert tuned_photos({"10": {"small-share": 0.4}, "9": {"small-share": 1.0}}) == "all"
+    assert tuned_photos({}) == "all"

@@ -27,9 +27,9 @@ def test_one_round_changes_the_weights_and_reports_metrics(
     assert len(manifest["round_seconds"]) == 1
     trained = load_heads(manifest["checkpoint"])
     assert trained.config.extra["federated"]["partition"] == "domain"
-    # Stub stores hold no thumbnails: the feature term fits sharp photos (here: every photo).
+    # Stub stores hold no thumbnails: the image terms fit sharp photos (here: every photo).
     assert manifest["train_metrics"]["1"][task.SMALL_SHARE_KEY] == 0.0
-    assert trained.config.feature_term_photos == manifest["feature_term_photos"] == "sharp"
+    assert trained.config.tuned_photos == manifest["tuned_photos"] == "sharp"
     base = task.load_base(base_heads)
     changed = [not np.allclose(trained.state_dict[k], v) for k, v in base.state_dict.items()]
     assert any(changed)
