@@ -162,15 +162,19 @@ class LiteEncoder(Encoder):
 
     def _tuned_terms(self, small: np.ndarray | None, count: int) -> np.ndarray:
         kind = self.config.tuned_photos
-        if kind != "all" and self.heads.small_photo_layer is not None and (small is None or len(small) != count):
-            raise ValueError(f"these heads' image terms fit {kind} photos only: pass `small` "
-                             "(LiteEncoder.small_photos of the photos' sizes, one flag per photo)")
+        if kind != "all" and self.heads.small_photo_layer is not None:
+            _require_small_flags(small, count, f"apply their image terms to {kind} photos only")
         return takes_tuned_terms(kind, small, count)
 
     def _maps_are_small(self, small: np.ndarray | None, count: int) -> bool:
         if self.heads.small_photo_layer is None:
             return False
-        if small is None or len(small) != count:
-            raise ValueError("these heads read thumbnails through a small-photo layer: pass `small` "
-                             "(LiteEncoder.small_photos of the photos' sizes, one flag per photo) with pre-head maps")
+        _require_small_flags(small, count, "read thumbnails' pre-head maps through a small-photo layer")
         return one_kind(small)
+
+
+def _require_small_flags(small: np.ndarray | None, count: int, why: str) -> None:
+    """Refuse cached features without one small-photo flag per photo, which these heads need (``why``)."""
+    if small is None or len(small) != count:
+        raise ValueError(f"these heads {why}: pass `small` (LiteEncoder.small_photos of the photos' sizes, "
+                         "one flag per photo)")
