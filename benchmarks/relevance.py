@@ -82,16 +82,11 @@ def propose_threshold(related: Sequence[float], unrelated: Sequence[float]) -> d
 def write_calibrated_heads(heads: str | Path | None, results: dict, out: str | Path) -> str:
     """Save a copy of ``heads`` that carries the proposed thresholds (``config.extra["relevance"]``),
     so every surface using it picks them up; returns the new version (the file's hash changes)."""
-    from dataclasses import replace
-
-    from middleware.encoder.heads import DualHeads, load_heads, save_heads
+    from middleware.encoder.heads import load_heads, save_reconfigured
 
     checkpoint = load_heads(heads or None)
     relevance = {kind: results[kind]["threshold"] for kind in ("image", "text")}
-    config = replace(checkpoint.config, extra={**checkpoint.config.extra, "relevance": relevance})
-    calibrated = DualHeads(config)
-    calibrated.load_state_dict(checkpoint.state_dict)
-    return save_heads(out, calibrated, checkpoint.class_bank)
+    return save_reconfigured(checkpoint, out, extra={**checkpoint.config.extra, "relevance": relevance})
 
 
 def run_relevance_benchmark(heads: str | None = None, out: str | Path = "relevance.json") -> dict:

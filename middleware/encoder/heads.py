@@ -30,8 +30,9 @@ from pmirs.errors import ModelUnavailableError
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BASE_HEADS_PATH = WEIGHTS_DIR / "lite-heads.pt"  # the zero-shot base: never saw a benchmark class
 # The best federated run (README, "Federated fine-tuning"): FedAvg over 6 clients on 64-px photos of the
-# 59 benchmark classes, from the base. Its image terms apply to thumbnails; sharp photos get the base.
-FEDERATED_HEADS_PATH = WEIGHTS_DIR / "fed-heads-fe35b180e75c.pt"
+# 59 benchmark classes, from the base. Its image terms apply to thumbnails; sharp photos get the base,
+# and thumbnails get the generic direction back (tuned_offset) so both kinds rank together.
+FEDERATED_HEADS_PATH = WEIGHTS_DIR / "fed-heads-cd473a4b21df.pt"
 DEFAULT_HEADS_PATH = FEDERATED_HEADS_PATH  # what encoders load when no heads are named
 
 
@@ -52,6 +53,7 @@ class HeadsConfig:
     small_photo_input: int = DEFAULT_INPUT_SIZE  # the tower's input size on that path
     small_photo_resample: str = DEFAULT_RESAMPLING  # the filter that upsamples them to it
     tuned_photos: str = "all"  # photos the image-side residual terms were trained on (small_photos.PHOTO_KINDS)
+    tuned_offset: float = 0.0  # how much of the generic direction tuned photos get back (see DualHeads.encode_image)
     extra: dict = field(default_factory=dict)  # free-form notes (training data, metrics)
 
     def __post_init__(self) -> None:
@@ -126,7 +128,17 @@ class DualHeads(nn.Module):
         residual = self.image_residual(conse_emb) + self.image_features(F.normalize(pooled, dim=-1))
         if tuned is not None:
             residual = residual * tuned.to(residual.dtype).unsqueeze(-1)
-        return F.normalize(base + residual, dim=-1)
+        embedding = F.normalize(base + residual, dim=-1)
+        return shift_toward(embedding, self.generic_direction(), self.config.tuned_offset, tuned)
+
+    def generic_direction(self) -> torch.Tensor:
+        """The shared-space embedding of the mean ImageNet class name: what every caption shares.
+
+        Contrastive fine-tuning removes much of it from the tuned photos' embeddings (only cosine
+        gaps count in its loss), so their cosines with any text drop below the base's; adding it back
+        (``tuned_offset``) puts photos of both kinds on one scale in a mixed collection.
+        """
+        return self.encode_text(self.center.unsqueeze(0))[0]
 
     def pooled_features(self, features: torch.Tensor) -> torch.Tensor:
         """Pooled features for the image residual: through the tuned tower head when there is one
@@ -151,6 +163,17 @@ class DualHeads(nn.Module):
             (layer.weight**2).sum() + ((layer.bias**2).sum() if layer.bias is not None else 0.0)
             for layer in (self.text_residual, self.image_residual, self.image_features)
         )
+
+
+def shift_toward(embedding: torch.Tensor, direction: torch.Tensor, offset: float,
+                 rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Unit-norm ``embedding + offset * direction`` for the ``rows`` flagged (default all), others as given."""
+    if not offset:
+        return embedding
+    shift = offset * direction.expand_as(embedding)
+    if rows is not None:
+        shift = shift * rows.to(embedding.dtype).unsqueeze(-1)
+    return F.normalize(embedding + shift, dim=-1)
 
 
 def create_base_heads(config: HeadsConfig, class_bank: np.ndarray) -> DualHeads:
@@ -204,6 +227,14 @@ def save_heads(path: str | Path, heads: DualHeads, class_bank: np.ndarray) -> st
     torch.save(payload, tmp)
     tmp.replace(path)
     return heads_version(path)
+
+
+def save_reconfigured(checkpoint: HeadsCheckpoint, out: str | Path, **changes: object) -> str:
+    """Save ``checkpoint``'s weights under a config with ``changes`` applied (calibrated values, not
+    training); returns the new version (the file's hash changes with its config)."""
+    heads = DualHeads(replace(checkpoint.config, **changes))
+    heads.load_state_dict(checkpoint.state_dict)
+    return save_heads(out, heads, checkpoint.class_bank)
 
 
 def heads_version(path: str | Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 from middleware.datasets import open_image
 from middleware.encoder import create_encoder
 from middleware.encoder.heads import load_heads
+from middleware.encoder.lite import LiteEncoder
 from middleware.encoder.towers import ImageTower, TextTower
 from pmirs.errors import ModelUnavailableError
 
@@ -81,6 +83,13 @@ def test_the_default_heads_are_the_federated_checkpoint_and_keep_sharp_photos_at
     assert np.abs(tuned[1] - base[1]).max() > 1e-2  # the thumbnail: the federated terms
     np.testing.assert_allclose(lite_encoder.encode_texts(["a lion"]), base_encoder.encode_texts(["a lion"]),
                                atol=1e-5)  # the text head was not trained
+    # Thumbnails get the generic direction back, so their cosines with a caption sit nearer the
+    # sharp photos' (mixed collections rank both kinds together; benchmarks/results/mixed_kinds.json).
+    assert config.tuned_offset > 0
+    unshifted = LiteEncoder(checkpoint=replace(lite_encoder.checkpoint, config=replace(config, tuned_offset=0.0)),
+                            image_tower=lite_encoder.image_tower, text_tower=lite_encoder.text_tower)
+    caption = lite_encoder.encode_texts(["a photo of a lion"])[0]
+    assert tuned[1] @ caption > unshifted.encode_images(photos[1:])[0] @ caption + 0.05
 
 
 def test_missing_heads_file_is_a_clear_error(tmp_path):

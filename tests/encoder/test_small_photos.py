@@ -229,6 +229,43 @@ def test_image_terms_trained_on_one_kind_of_photo_leave_the_other_at_the_base(ga
                                emb["small"][:1], atol=1e-5)
 
 
+def test_the_tuned_offset_moves_tuned_photos_only_toward_the_generic_direction(gated_encoder, demo_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    from middleware.encoder.heads import shift_toward
+
+    _, gated = gated_encoder
+    heads = {}
+    for offset in (0.0, 1.0):
+        config = replace(gated.config, tuned_photos="small", tuned_offset=offset)
+        path = tmp_path / f"offset{offset}.pt"
+        trained = DualHeads(config)
+        trained.load_state_dict(gated.heads.state_dict())
+        save_heads(path, trained, gated.class_bank)
+        heads[offset] = LiteEncoder(path, image_tower=gated.image_tower, text_tower=gated.text_tower)
+    sharp = open_image(scan_image_folder(demo_dir / "mammals")[1].path)
+    photos = [sharp, sharp.resize((64, 64))]
+    plain, shifted = heads[0.0].encode_images(photos), heads[1.0].encode_images(photos)
+    np.testing.assert_allclose(shifted[0], plain[0], atol=1e-5)  # the sharp photo (untuned kind): unchanged
+    direction = heads[1.0].heads.generic_direction().detach()
+    expected = shift_toward(torch.from_numpy(plain[1:]), direction, 1.0).numpy()
+    np.testing.assert_allclose(shifted[1:], expected, atol=1e-5)
+    assert shifted[1] @ direction.numpy() > plain[1] @ direction.numpy() + 0.05
+    np.testing.assert_allclose(np.linalg.norm(shifted, axis=1), 1.0, atol=1e-5)
+    assert heads[1.0].version != heads[0.0].version  # the offset is part of what the version names
+
+
+def test_shift_toward_leaves_unflagged_rows_and_a_zero_offset_alone() -> None:
+    from middleware.encoder.heads import shift_toward
+
+    emb = torch.nn.functional.normalize(torch.randn(3, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    direction = torch.nn.functional.normalize(torch.ones(8), dim=0)
+    assert torch.equal(shift_toward(emb, direction, 0.0), emb)
+    out = shift_toward(emb, direction, 2.0, torch.tensor([True, False, True]))
+    assert torch.allclose(out[1], emb[1], atol=1e-6)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(3))
+    assert bool((out[[0, 2]] @ direction > emb[[0, 2]] @ direction).all())
+
+
 def test_the_fit_keeps_the_epoch_the_held_out_score_prefers_and_retrains_on_everything(
         lite_encoder, demo_dir: Path, tmp_path: Path) -> None:
     from middleware.encoder.small_photo_fit import SmallPhotoFit
