@@ -47,6 +47,9 @@ RELATED_POLICY_QUESTIONS: tuple[str, ...] = (
     "can I get a refund for opened food?",
     "do you ship to Germany?",
 )
+# The longer side of the demo photos' thumbnail copies: the size of the benchmark's photos. Thresholds
+# are calibrated on the sharp photos; the copies show how they gate a collection of thumbnails.
+THUMBNAIL_SIDE = 64
 # Questions nothing in the demo collection or the policies answers.
 UNRELATED_QUESTIONS: tuple[str, ...] = (
     "what is the capital of Peru?",
@@ -79,6 +82,23 @@ def propose_threshold(related: Sequence[float], unrelated: Sequence[float]) -> d
             "related_min": low, "related_median": float(np.median(related)), "unrelated_max": high}
 
 
+def thumbnail_copies(photos: Sequence, side: int = THUMBNAIL_SIDE) -> list:
+    """Copies of PIL photos shrunk to ``side`` px on the longer side (aspect kept), like the benchmark's."""
+    copies = []
+    for photo in photos:
+        copy = photo.copy()
+        copy.thumbnail((side, side))
+        copies.append(copy)
+    return copies
+
+
+def gating_on(related: Sequence[float], unrelated: Sequence[float], threshold: float) -> dict:
+    """How a threshold calibrated elsewhere gates these best scores: related answered, unrelated let through."""
+    return {**propose_threshold(related, unrelated), "scores": {"related": list(related), "unrelated": list(unrelated)},
+            "at_threshold": threshold, "related_answered": sum(s >= threshold for s in related),
+            "unrelated_let_through": sum(s >= threshold for s in unrelated)}
+
+
 def write_calibrated_heads(heads: str | Path | None, results: dict, out: str | Path) -> str:
     """Save a copy of ``heads`` that carries the proposed thresholds (``config.extra["relevance"]``),
     so every surface using it picks them up; returns the new version (the file's hash changes)."""
@@ -96,8 +116,9 @@ def run_relevance_benchmark(heads: str | None = None, out: str | Path = "relevan
     from middleware.encoder.lite import LiteEncoder
 
     encoder = LiteEncoder(heads or None)
-    photos = scan_image_folder(DEMO_PHOTOS)
-    photo_emb = encoder.encode_images([open_image(p.path) for p in photos])
+    photos = [open_image(p.path) for p in scan_image_folder(DEMO_PHOTOS)]
+    photo_emb = encoder.encode_images(photos)
+    thumbnail_emb = encoder.encode_images(thumbnail_copies(photos))
     policy_emb = encoder.encode_texts([p.text for p in load_catalogue().policies])
     image = {"related": best_scores(RELATED_PHOTO_QUESTIONS, photo_emb, encoder.encode_texts),
              "unrelated": best_scores(UNRELATED_QUESTIONS, photo_emb, encoder.encode_texts)}
@@ -108,6 +129,9 @@ def run_relevance_benchmark(heads: str | None = None, out: str | Path = "relevan
         "image": {**propose_threshold(image["related"], image["unrelated"]), "scores": image},
         "text": {**propose_threshold(text["related"], text["unrelated"]), "scores": text},
     }
+    results["image_thumbnails"] = gating_on(best_scores(RELATED_PHOTO_QUESTIONS, thumbnail_emb, encoder.encode_texts),
+                                            best_scores(UNRELATED_QUESTIONS, thumbnail_emb, encoder.encode_texts),
+                                            results["image"]["threshold"])
     write_json(out, results)
     return results
 
@@ -127,6 +151,10 @@ def _main(args: argparse.Namespace) -> int:
         r = results[kind]
         print(f"{kind} items: related >= {r['related_min']:.3f} (median {r['related_median']:.3f}), "
               f"unrelated <= {r['unrelated_max']:.3f}; threshold {r['threshold']:.2f} (margin {r['margin']:+.3f})")
+    thumbs = results["image_thumbnails"]
+    print(f"{THUMBNAIL_SIDE}-px copies of the photos at the image threshold: {thumbs['related_answered']}/"
+          f"{len(RELATED_PHOTO_QUESTIONS)} related questions answered, {thumbs['unrelated_let_through']}/"
+          f"{len(UNRELATED_QUESTIONS)} unrelated let through (margin {thumbs['margin']:+.3f})")
     if args.write_to:
         version = write_calibrated_heads(args.heads, results, args.write_to)
         print(f"wrote {args.write_to} (version {version}) carrying these thresholds")
