@@ -14,7 +14,6 @@ No benchmark class takes part in the choice; ``val/`` with ``fullres/<domain>/``
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +97,7 @@ def run_mixed_kinds_benchmark(data_root: str | Path, heads: str | None = None, o
 
     data_root, cache = Path(data_root), Path(feature_cache)
     checkpoint = load_heads(heads or None)
-    encoder = LiteEncoder(checkpoint=replace(checkpoint, config=replace(checkpoint.config, tuned_offset=0.0)))
+    encoder = LiteEncoder(checkpoint=checkpoint.reconfigured(tuned_offset=0.0))
     fullres = data_root / "fullres"
     sets = {"heldout": split_scorer(encoder, data_root, "pretrain", [fullres / "general"], cache, HELDOUT_PER_CLASS)}
     domains = sorted(d.name for d in (data_root / "val").iterdir() if d.is_dir())

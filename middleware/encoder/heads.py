@@ -212,6 +212,10 @@ class HeadsCheckpoint:
         heads.load_state_dict(self.state_dict)
         return heads.eval()
 
+    def reconfigured(self, **changes: object) -> HeadsCheckpoint:
+        """These weights under a config with ``changes`` (in memory: ``version`` still names the file read)."""
+        return replace(self, config=replace(self.config, **changes))
+
 
 def save_heads(path: str | Path, heads: DualHeads, class_bank: np.ndarray) -> str:
     """Write a heads checkpoint; returns its version (a content hash)."""
@@ -232,9 +236,7 @@ def save_heads(path: str | Path, heads: DualHeads, class_bank: np.ndarray) -> st
 def save_reconfigured(checkpoint: HeadsCheckpoint, out: str | Path, **changes: object) -> str:
     """Save ``checkpoint``'s weights under a config with ``changes`` applied (calibrated values, not
     training); returns the new version (the file's hash changes with its config)."""
-    heads = DualHeads(replace(checkpoint.config, **changes))
-    heads.load_state_dict(checkpoint.state_dict)
-    return save_heads(out, heads, checkpoint.class_bank)
+    return save_heads(out, checkpoint.reconfigured(**changes).build(), checkpoint.class_bank)
 
 
 def heads_version(path: str | Path) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.mixed_kinds import TIE, KindScorer, choose_offset
@@ -20,7 +19,7 @@ def test_the_smallest_offset_within_the_tie_of_the_best_wins() -> None:
 def test_the_offset_lifts_the_tuned_thumbnails_cosines_and_leaves_sharp_photos(lite_encoder, demo_dir: Path,
                                                                                tmp_path: Path) -> None:
     checkpoint = lite_encoder.checkpoint
-    encoder = LiteEncoder(checkpoint=replace(checkpoint, config=replace(checkpoint.config, tuned_offset=0.0)),
+    encoder = LiteEncoder(checkpoint=checkpoint.reconfigured(tuned_offset=0.0),
                           image_tower=lite_encoder.image_tower, text_tower=lite_encoder.text_tower)
     sharp = [p.path for p in scan_image_folder(demo_dir / "mammals")][:6]
     thumbnails = []
