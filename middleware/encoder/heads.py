@@ -129,6 +129,8 @@ class DualHeads(nn.Module):
         if tuned is not None:
             residual = residual * tuned.to(residual.dtype).unsqueeze(-1)
         embedding = F.normalize(base + residual, dim=-1)
+        if not self.config.tuned_offset:  # no offset (every training run): skip the direction's text pass
+            return embedding
         return shift_toward(embedding, self.generic_direction(), self.config.tuned_offset, tuned)
 
     def generic_direction(self) -> torch.Tensor:
