@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from middleware.encoder.preprocess import DEFAULT_RESAMPLING
-from middleware.encoder.small_photos import DEFAULT_INPUT_SIZE, PHOTO_KINDS, SmallPhotoLayer
+from middleware.encoder.small_photos import DEFAULT_INPUT_SIZE, SmallPhotoLayer, check_photo_kind
 from pmirs.errors import ModelUnavailableError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -57,9 +57,7 @@ class HeadsConfig:
     extra: dict = field(default_factory=dict)  # free-form notes (training data, metrics)
 
     def __post_init__(self) -> None:
-        if self.tuned_photos not in PHOTO_KINDS:
-            raise ValueError(f"tuned_photos must be one of {', '.join(PHOTO_KINDS)}, "
-                             f"not {self.tuned_photos!r}")
+        check_photo_kind(self.tuned_photos, "tuned_photos")
 
 
 class TowerHead(nn.Module):

@@ -117,6 +117,12 @@ def one_kind(small: np.ndarray) -> bool:
 PHOTO_KINDS = ("all", "small", "sharp")
 
 
+def check_photo_kind(kind: str, what: str) -> None:
+    """Refuse a photo kind outside ``PHOTO_KINDS`` (``what`` names the setting that holds it)."""
+    if kind not in PHOTO_KINDS:
+        raise ValueError(f"unknown photo kind {kind!r} for {what}: expected one of {', '.join(PHOTO_KINDS)}")
+
+
 def trained_photo_kind(small_share: float) -> str:
     """The kind of photos terms trained on this share of small-path photos fit (see ``PHOTO_KINDS``).
 
@@ -135,8 +141,7 @@ def trained_photo_kind(small_share: float) -> str:
 def takes_tuned_terms(kind: str, small: np.ndarray | None, count: int) -> np.ndarray:
     """One flag per photo: do image terms trained on ``kind`` apply to it? ``small`` is the
     small-path mask (None = no small-photo layer: every photo counts as sharp)."""
-    if kind not in PHOTO_KINDS:
-        raise ValueError(f"unknown photo kind {kind!r}: expected one of {', '.join(PHOTO_KINDS)}")
+    check_photo_kind(kind, "trained image terms")
     small = np.zeros(count, dtype=bool) if small is None else np.asarray(small, dtype=bool)
     if kind == "all":
         return np.ones(count, dtype=bool)
