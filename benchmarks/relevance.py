@@ -113,24 +113,26 @@ def run_relevance_benchmark(heads: str | None = None, out: str | Path = "relevan
     """Score the probes with the lite encoder (``heads`` or the default) and write the JSON."""
     from chatbot.customer_service import DEMO_PHOTOS, load_catalogue
     from middleware.datasets import open_image, scan_image_folder
+    from middleware.encoder.base import TextMemo
     from middleware.encoder.lite import LiteEncoder
 
     encoder = LiteEncoder(heads or None)
+    questions = TextMemo(encoder.encode_texts)  # the unrelated questions are scored against three item sets
     photos = [open_image(p.path) for p in scan_image_folder(DEMO_PHOTOS)]
     photo_emb = encoder.encode_images(photos)
     thumbnail_emb = encoder.encode_images(thumbnail_copies(photos))
     policy_emb = encoder.encode_texts([p.text for p in load_catalogue().policies])
-    image = {"related": best_scores(RELATED_PHOTO_QUESTIONS, photo_emb, encoder.encode_texts),
-             "unrelated": best_scores(UNRELATED_QUESTIONS, photo_emb, encoder.encode_texts)}
-    text = {"related": best_scores(RELATED_POLICY_QUESTIONS, policy_emb, encoder.encode_texts),
-            "unrelated": best_scores(UNRELATED_QUESTIONS, policy_emb, encoder.encode_texts)}
+    image = {"related": best_scores(RELATED_PHOTO_QUESTIONS, photo_emb, questions),
+             "unrelated": best_scores(UNRELATED_QUESTIONS, photo_emb, questions)}
+    text = {"related": best_scores(RELATED_POLICY_QUESTIONS, policy_emb, questions),
+            "unrelated": best_scores(UNRELATED_QUESTIONS, policy_emb, questions)}
     results = {
         "encoder": encoder.version,
         "image": {**propose_threshold(image["related"], image["unrelated"]), "scores": image},
         "text": {**propose_threshold(text["related"], text["unrelated"]), "scores": text},
     }
-    results["image_thumbnails"] = gating_on(best_scores(RELATED_PHOTO_QUESTIONS, thumbnail_emb, encoder.encode_texts),
-                                            best_scores(UNRELATED_QUESTIONS, thumbnail_emb, encoder.encode_texts),
+    results["image_thumbnails"] = gating_on(best_scores(RELATED_PHOTO_QUESTIONS, thumbnail_emb, questions),
+                                            best_scores(UNRELATED_QUESTIONS, thumbnail_emb, questions),
                                             results["image"]["threshold"])
     write_json(out, results)
     return results
