@@ -21,6 +21,7 @@ import torch
 
 from benchmarks.output import write_json
 from benchmarks.retrieval_metrics import text_to_image
+from pmirs.errors import DatasetError
 
 OFFSETS = tuple(round(0.1 * i, 1) for i in range(16))
 QUERY_TEMPLATE = "a photo of a {}"
@@ -76,11 +77,13 @@ def split_scorer(encoder, data_root: Path, split: str, sharp_dirs: list[Path], f
                                      encoder.config.image_size, per_class, encoder.feature_format)
     small = encoder.small_photos(photo_sizes(items))
     if small is None or not small.all():
-        raise ValueError(f"{split}/ must hold thumbnails only, under these heads' small-photo layer")
-    emb = encoder.embed_image_features(features, small=small)
+        raise DatasetError(f"{data_root / split} must hold thumbnails only, under these heads' small-photo layer")
     classes = {i.label for i in items}
     sharp = sorted(p for d in sharp_dirs for p in d.glob("*.JPEG") if p.stem in classes)
-    return KindScorer(encoder, items, emb, sharp)
+    if not sharp:
+        raise DatasetError(f"no sharp photo of a {split}/ class in {', '.join(str(d) for d in sharp_dirs)} "
+                           "(<folder>/<label>.JPEG)")
+    return KindScorer(encoder, items, encoder.embed_image_features(features, small=small), sharp)
 
 
 def choose_offset(heldout: dict[str, dict[str, float]]) -> float:
@@ -100,6 +103,8 @@ def run_mixed_kinds_benchmark(data_root: str | Path, heads: str | None = None, o
     encoder = LiteEncoder(checkpoint=checkpoint.reconfigured(tuned_offset=0.0))
     fullres = data_root / "fullres"
     sets = {"heldout": split_scorer(encoder, data_root, "pretrain", [fullres / "general"], cache, HELDOUT_PER_CLASS)}
+    if not (data_root / "val").is_dir():
+        raise DatasetError(f"no val/ split under {data_root}")
     domains = sorted(d.name for d in (data_root / "val").iterdir() if d.is_dir())
     sets["val"] = split_scorer(encoder, data_root, "val", [fullres / d for d in domains], cache, None)
     sweep = {name: {str(o): scorer.scores(o) for o in OFFSETS} for name, scorer in sets.items()}
