@@ -153,20 +153,22 @@ def run_federated_benchmark(
     from federated.task import load_base, small_photo_layer, store_features_tag
     from middleware.datasets import limit_per_class, scan_image_folder
     from middleware.encoder.features import tower_outputs
-    from middleware.encoder.towers import ImageTower, TextTower
+    from middleware.encoder.towers import TOWER_BLOCKS, ImageTower, TextTower
 
     data_root, work_dir, out = Path(data_root), Path(work_dir), Path(out)
     # Clients' own evaluation is skipped: every round is scored here on val/ instead.
     settings = {"num-server-rounds": rounds, "fraction-evaluate": 0.0, **(settings or {})}
     base = load_base(settings.get("heads-path"))
     with_maps = bool(settings.get("tower-head"))
-    print(f"base heads {base.version}; loading cached features{' and pre-head maps' if with_maps else ''}", flush=True)
+    first_block = TOWER_BLOCKS - int(settings.get("tower-blocks", 0))
+    print(f"base heads {base.version}; loading cached features"
+          f"{f' and input maps of block {first_block}' if with_maps else ''}", flush=True)
     image_tower = ImageTower()
 
     def split(name: str, per_class: int | None) -> tuple[list, TowerOutputs]:
         items = limit_per_class(scan_image_folder(data_root / name), per_class)
         return items, tower_outputs(items, image_tower, feature_cache, with_maps, desc=f"features {name}",
-                                    small_photos=small_photo_layer(base))
+                                    small_photos=small_photo_layer(base), first_block=first_block)
 
     train, val, heldout = split("train", train_per_class), split("val", None), split("pretrain", heldout_per_class)
     raw_texts = TextMemo(TextTower().encode)
@@ -230,6 +232,8 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
     parser.add_argument("--tower-head", action="store_true",
                         help="every run also tunes the image tower's last conv layer (caches pre-head maps)")
+    parser.add_argument("--tower-blocks", type=int, default=0, metavar="K",
+                        help="with --tower-head: every run also tunes the tower's last K MBConv blocks")
     parser.add_argument("--train-text", action="store_true", help="every run also tunes the text head")
     parser.add_argument("--dp-noise", type=float, default=0.05, help="DP noise multiplier of the DP run")
     parser.add_argument("--dp-clip", type=float, default=0.5, help="DP clipping norm of the DP run")
@@ -242,7 +246,8 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     settings = {"local-epochs": args.local_epochs, "learning-rate": args.learning_rate, "anchor": args.anchor,
-                "heads-path": args.heads, "tower-head": args.tower_head, "train-text": args.train_text}
+                "heads-path": args.heads, "tower-head": args.tower_head, "tower-blocks": args.tower_blocks,
+                "train-text": args.train_text}
     results = run_federated_benchmark(
         args.data, args.out, args.feature_cache, args.work_dir, args.clients, args.rounds, settings,
         dp_noise=args.dp_noise, dp_clip=args.dp_clip, runs=[r for r in args.runs.split(",") if r],

@@ -67,7 +67,9 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         base = task.load_base(settings.heads_path)
         task.check_base(base, config.get(task.BASE_VERSION_KEY))
         data = task.make_examples(load_partition(partition_dir(context, settings)), base)
-        return settings, task.build_heads(base, settings), data
+        heads = task.build_heads(base, settings)
+        task.check_store_maps(data, heads)
+        return settings, heads, data
 
     @app.train(mods=[_optional_clipping])
     def train(msg: Message, context: Context) -> Message:

@@ -16,7 +16,9 @@ def federated_markdown(results: dict) -> str:
     base = runs["base"]["history"][0]
     domains = list(base["f1"])
     settings = results.get("settings", {})
+    blocks = int(settings.get("tower-blocks", 0))
     trained = "image heads" + (" + tower's last conv layer" if settings.get("tower-head") else "") + (
+        f" + its last {blocks} MBConv block(s)" if blocks else "") + (
         " + text head" if settings.get("train-text") else "")
     lines = [f"# Federated fine-tuning: {results['clients']} clients, {results['rounds']} rounds "
              f"(base heads `{results['base_version']}`)", "",

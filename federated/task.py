@@ -23,6 +23,7 @@ from federated.partition import FROZEN_FEATURES, ClientPartition
 from middleware.encoder.conse import conse_embed
 from middleware.encoder.heads import (
     BASE_HEADS_PATH,
+    MAX_TUNED_BLOCKS,
     DualHeads,
     HeadsCheckpoint,
     load_heads,
@@ -65,6 +66,7 @@ class FederatedSettings:
     secagg_reconstruction_threshold: float = 0.67  # SecAgg+ shares to unmask a dropout (same convention)
     secagg_max_weight: int = 5000  # SecAgg+ bound on a client's example count (quantisation scale)
     tower_head: bool = False  # also tune the image tower's last conv layer (stores need pre-head maps)
+    tower_blocks: int = 0  # with tower-head: also tune this many last MBConv blocks (stores need their input maps)
     train_text: bool = False  # also tune the text head (off: queries keep the base's text space)
     heads_path: str = ""  # base heads checkpoint ("" = the shipped zero-shot base)
     out_dir: str = ""  # where the aggregated checkpoint + manifest go ("" = not saved)
@@ -105,6 +107,8 @@ class FederatedSettings:
             raise FederatedError("rounds and local epochs must be >= 1 and the batch size >= 2")
         if self.dp_noise_multiplier < 0 or (self.dp_noise_multiplier > 0 and self.dp_clipping_norm <= 0):
             raise FederatedError("DP needs a noise multiplier >= 0 and a positive clipping norm")
+        if not 0 <= self.tower_blocks <= MAX_TUNED_BLOCKS or (self.tower_blocks and not self.tower_head):
+            raise FederatedError(f"tower-blocks must be 0..{MAX_TUNED_BLOCKS}, and > 0 only with tower-head")
         if self.secagg and self.dp_noise_multiplier > 0:
             raise FederatedError("choose DP or SecAgg+ for a run, not both (not wired together yet)")
         if self.secagg and not (0 < self.secagg_num_shares <= 1 or self.secagg_num_shares > 2):
@@ -149,13 +153,14 @@ def check_base(base: HeadsCheckpoint, expected: str | None) -> None:
 def build_heads(base: HeadsCheckpoint, settings: FederatedSettings) -> DualHeads:
     """The heads a run trains and exchanges, identical on the server and every client.
 
-    From the base: with ``tower-head``, plus a copy of the image tower's last conv layer; the text
+    From the base: with ``tower-head``, plus a copy of the image tower's last conv layer (and of its
+    last ``tower-blocks`` MBConv blocks); the text
     head is frozen unless ``train-text`` (text queries then keep the base's space, so text-to-text
     scores and the text relevance threshold stay as they were). Frozen parts never travel.
     """
     heads = base.build()
     if settings.tower_head:
-        heads = with_tower_head(heads, _pretrained_tower_model())
+        heads = with_tower_head(heads, _pretrained_tower_model(), settings.tower_blocks)
     heads.text_residual.requires_grad_(settings.train_text)
     return heads
 
@@ -163,7 +168,7 @@ def build_heads(base: HeadsCheckpoint, settings: FederatedSettings) -> DualHeads
 @functools.cache
 def _pretrained_tower_model() -> torch.nn.Module:
     """The frozen image tower, loaded once per process: a client builds its heads every round, and
-    only reads the tower's last-layer weights and statistics from it."""
+    only reads the weights and statistics of the tower's last layers from it."""
     from middleware.encoder.towers import ImageTower
 
     return ImageTower().model
@@ -200,6 +205,23 @@ def make_examples(partition: ClientPartition, base: HeadsCheckpoint) -> Training
         maps=partition.maps,
         small_share=partition.small_share,
     )
+
+
+def check_store_maps(data: TrainingExamples, heads: DualHeads) -> None:
+    """Refuse a store whose maps (or lack of them) do not fit what the heads tune.
+
+    Raises:
+        FederatedError: the run tunes tower layers and the store holds no maps, or maps of another block.
+    """
+    channels = heads.maps_channels
+    if channels is None:
+        return
+    found = None if data.maps is None else data.maps.shape[1]
+    if found != channels:
+        what = "no maps" if found is None else f"maps with {found} channels"
+        raise FederatedError(
+            f"this run tunes the tower from block {heads.config.first_tuned_block} on (maps with {channels} "
+            f"channels) but this client's store holds {what}: rebuild it with the run's --tower-head/--tower-blocks")
 
 
 def train(heads: DualHeads, data: TrainingExamples, settings: FederatedSettings, proximal_mu: float = 0.0,

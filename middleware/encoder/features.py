@@ -20,7 +20,7 @@ from tqdm import tqdm
 from middleware.datasets import LabelledImage, open_image
 from middleware.encoder.preprocess import DEFAULT_RESAMPLING
 from middleware.encoder.small_photos import one_kind, photo_sizes
-from middleware.encoder.towers import IMAGE_FEATURE_DIM
+from middleware.encoder.towers import IMAGE_FEATURE_DIM, TOWER_BLOCKS
 
 if TYPE_CHECKING:
     from middleware.encoder.small_photos import SmallPhotoLayer
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 POOLED_FORMAT = "lite0-pooled-v1"  # (1280,) pooled features per photo
 PREHEAD_FORMAT = "lite0-prehead-v1"  # (320, 7, 7) at 224 px: input of the last conv layer (~31 KB per photo)
+
+
+def maps_format(first_block: int) -> str:
+    """Cache format of the input maps of MBConv block ``first_block`` (16: the pre-head maps)."""
+    return PREHEAD_FORMAT if first_block == TOWER_BLOCKS else f"lite0-block{first_block}-input-v1"
 
 
 def resampled_format(feature_format: str, resample: str) -> str:
@@ -134,7 +139,7 @@ class TowerOutputs:
 
     pooled: np.ndarray  # (n, 1280) pooled features
     logits: np.ndarray  # (n, 1000) ImageNet logits (ConSE reads them)
-    maps: np.ndarray | None  # (n, 320, h, w) pre-head maps, only when a tower head is to be tuned
+    maps: np.ndarray | None  # (n, c, h, w) input maps of the first tuned block, only when tuning the tower
     small: np.ndarray | None = None  # (n,) which photos took the small-photo path; None without one
 
     def select(self, index: np.ndarray) -> TowerOutputs:
@@ -158,17 +163,19 @@ def tower_outputs(
     desc: str = "image features",
     small_photos: SmallPhotoLayer | None = None,
     resample: str = DEFAULT_RESAMPLING,
+    first_block: int = TOWER_BLOCKS,
 ) -> TowerOutputs:
     """Cached tower outputs for ``items``: one tower pass per new photo, whichever format is cached.
 
-    With ``with_maps`` the cache keeps the pre-head maps and the pooled features are recomputed
-    from them (a 1x1 conv, milliseconds); otherwise it keeps only the pooled features. Photos are
+    With ``with_maps`` the cache keeps the input maps of block ``first_block`` (default: the pre-head
+    maps) and the pooled features are recomputed from them through the frozen rest of the tower
+    (milliseconds); otherwise it keeps only the pooled features. Photos are
     resized to ``image_size`` with ``resample``. With a ``small_photos`` layer, the photos it
     applies to take the small-photo path (their maps at its input size and filter, through its
     head); maps are then returned only when all photos take one path.
     """
     if small_photos is None:
-        return _frozen_outputs(items, tower, cache_dir, with_maps, image_size, desc, resample)
+        return _frozen_outputs(items, tower, cache_dir, with_maps, image_size, desc, resample, first_block)
     small = small_photos.applies_to(photo_sizes(items))
     if with_maps:
         one_kind(small)
@@ -177,26 +184,28 @@ def tower_outputs(
     if small.any():
         thumbnails = [item for item, is_small in zip(items, small, strict=True) if is_small]
         maps = _frozen_outputs(thumbnails, tower, cache_dir, True, small_photos.input_size, desc,
-                               small_photos.resample).maps
-        pooled[small] = small_photos.read(maps)
+                               small_photos.resample, first_block).maps
+        pooled[small] = small_photos.read(tower.frozen_tail(maps, first_block))
     if not small.all():
         sharp = [item for item, is_small in zip(items, small, strict=True) if not is_small]
-        frozen = _frozen_outputs(sharp, tower, cache_dir, with_maps, image_size, desc)
+        frozen = _frozen_outputs(sharp, tower, cache_dir, with_maps, image_size, desc, first_block=first_block)
         pooled[~small], maps = frozen.pooled, frozen.maps
     return TowerOutputs(pooled, tower.logits_from_pooled(pooled), maps if with_maps else None, small)
 
 
 def _frozen_outputs(items: Sequence[LabelledImage], tower: ImageTower, cache_dir: str | Path, with_maps: bool,
-                    image_size: int, desc: str, resample: str = DEFAULT_RESAMPLING) -> TowerOutputs:
+                    image_size: int, desc: str, resample: str = DEFAULT_RESAMPLING,
+                    first_block: int = TOWER_BLOCKS) -> TowerOutputs:
     from middleware.encoder.preprocess import images_to_array
 
     def tower_input(images: list) -> np.ndarray:
         return images_to_array(images, size=image_size, resample=resample)
 
     if with_maps:
-        maps = cached_image_features(items, lambda ims: tower.prehead_maps(tower_input(ims)), cache_dir, image_size,
-                                     desc=desc, feature_format=resampled_format(PREHEAD_FORMAT, resample))
-        pooled = tower.pooled_from_maps(maps)
+        maps = cached_image_features(items, lambda ims: tower.block_input_maps(tower_input(ims), first_block),
+                                     cache_dir, image_size, desc=desc,
+                                     feature_format=resampled_format(maps_format(first_block), resample))
+        pooled = tower.pooled_from_maps(tower.frozen_tail(maps, first_block))
     else:
         maps = None
         pooled = cached_image_features(items, lambda ims: tower.features(tower_input(ims))[0], cache_dir, image_size,

@@ -12,7 +12,11 @@ any similarity threshold depend on. It uses no benchmark data: the mean is over 
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import hashlib
+import io
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +29,7 @@ from torch.nn import functional as F
 
 from middleware.encoder.preprocess import DEFAULT_RESAMPLING
 from middleware.encoder.small_photos import DEFAULT_INPUT_SIZE, SmallPhotoLayer, check_photo_kind
+from middleware.encoder.towers import TOWER_BLOCKS
 from pmirs.errors import ModelUnavailableError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -34,6 +39,7 @@ BASE_HEADS_PATH = WEIGHTS_DIR / "lite-heads.pt"  # the zero-shot base: never saw
 # and thumbnails get the generic direction back (tuned_offset) so both kinds rank together.
 FEDERATED_HEADS_PATH = WEIGHTS_DIR / "fed-heads-cd473a4b21df.pt"
 DEFAULT_HEADS_PATH = FEDERATED_HEADS_PATH  # what encoders load when no heads are named
+MAX_TUNED_BLOCKS = 4  # the blocks after the last downsampling: their input maps are 7x7 at 224 px (~19 KB a photo)
 
 
 @dataclass
@@ -49,6 +55,7 @@ class HeadsConfig:
     image_size: int = 224  # input resolution of the image tower (photos are resized to it)
     init_logit_scale: float = math.log(1 / 0.07)  # CLIP's initial temperature
     tower_head: bool = False  # also tune the image tower's last conv layer (reads pre-head maps)
+    tower_blocks: int = 0  # with tower_head: also tune this many last MBConv blocks (reads their input maps)
     small_photo_max_side: int = 0  # >0: photos this small take the small-photo path (see small_photos)
     small_photo_input: int = DEFAULT_INPUT_SIZE  # the tower's input size on that path
     small_photo_resample: str = DEFAULT_RESAMPLING  # the filter that upsamples them to it
@@ -58,6 +65,13 @@ class HeadsConfig:
 
     def __post_init__(self) -> None:
         check_photo_kind(self.tuned_photos, "tuned_photos")
+        if not 0 <= self.tower_blocks <= MAX_TUNED_BLOCKS or (self.tower_blocks and not self.tower_head):
+            raise ValueError(f"tower_blocks must be 0..{MAX_TUNED_BLOCKS}, and > 0 only with tower_head")
+
+    @property
+    def first_tuned_block(self) -> int:
+        """Index of the first tuned MBConv block: cached maps are its input (16 = the pre-head maps)."""
+        return TOWER_BLOCKS - self.tower_blocks
 
 
 class TowerHead(nn.Module):
@@ -90,6 +104,48 @@ class TowerHead(nn.Module):
         return F.relu6(self.bn(self.conv(maps))).mean(dim=(2, 3))
 
 
+class TowerBlocks(nn.Module):
+    """Trainable copies of the image tower's last MBConv blocks (in front of the :class:`TowerHead`).
+
+    Built from the architecture alone (no weights); :meth:`copy_from_tower` starts them at the
+    pretrained tower. Like the tower head, their BatchNorms keep the tower's statistics.
+    """
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(copy.deepcopy(_tower_skeleton()._blocks[TOWER_BLOCKS - count :]))
+        self.train(False)
+
+    def copy_from_tower(self, model: nn.Module) -> None:
+        """Start from the pretrained tower's own last blocks (an EfficientNet-Lite ``_blocks``)."""
+        self.blocks.load_state_dict(nn.ModuleList(model._blocks[TOWER_BLOCKS - len(self.blocks) :]).state_dict())
+
+    def train(self, mode: bool = True) -> TowerBlocks:
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        return self
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """Pre-head maps from the input maps of the first of these blocks."""
+        for block in self.blocks:
+            maps = block(maps, drop_connect_rate=0.0)
+        return maps
+
+
+@functools.cache
+def _tower_skeleton() -> nn.Module:
+    """EfficientNet-Lite0's architecture with random weights (where tuned blocks get their shapes)."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise ModelUnavailableError("the EfficientNet-Lite code is missing; install it with "
+                                    "`pip install efficientnet-lite-pytorch==0.1.0`") from exc
+    with contextlib.redirect_stdout(io.StringIO()):
+        return EfficientNet.from_name("efficientnet-lite0")
+
+
 class DualHeads(nn.Module):
     """Residual projections for text and image embeddings plus CLIP's learnable temperature."""
 
@@ -102,6 +158,7 @@ class DualHeads(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(config.init_logit_scale))
         self.register_buffer("center", torch.zeros(config.dim))
         self.tower_head = TowerHead() if config.tower_head else None
+        self.tower_blocks = TowerBlocks(config.tower_blocks) if config.tower_blocks else None
         # Adapted by `train-heads` before the CLIP step, then frozen: never trained or exchanged here.
         self.small_photo_head = TowerHead().requires_grad_(False) if config.small_photo_max_side else None
         for layer in (self.text_residual, self.image_residual, self.image_features):
@@ -141,13 +198,26 @@ class DualHeads(nn.Module):
         return self.encode_text(self.center.unsqueeze(0))[0]
 
     def pooled_features(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled features for the image residual: through the tuned tower head when there is one
-        (``features`` are then pre-head maps), else ``features`` as they are (frozen pooled)."""
+        """Pooled features for the image residual: through the tuned tower blocks and head when there
+        are some (``features`` are then the input maps of the first tuned block), else ``features`` as
+        they are (frozen pooled)."""
         if self.tower_head is None:
             return features
         if features.dim() != 4:
-            raise ValueError("these heads tune the tower's last layer: pass pre-head maps (n, 320, 7, 7)")
+            raise ValueError("these heads tune the tower's last layers: pass the input maps of block "
+                             f"{self.config.first_tuned_block} (n, c, h, w)")
+        if self.tower_blocks is not None:
+            features = self.tower_blocks(features)
         return self.tower_head(features)
+
+    @property
+    def maps_channels(self) -> int | None:
+        """Channels of the maps :meth:`pooled_features` reads (None: it reads pooled features)."""
+        if self.tower_head is None:
+            return None
+        if self.tower_blocks is not None:
+            return self.tower_blocks.blocks[0]._block_args.input_filters
+        return self.tower_head.conv.in_channels
 
     @property
     def small_photo_layer(self) -> SmallPhotoLayer | None:
@@ -184,16 +254,20 @@ def create_base_heads(config: HeadsConfig, class_bank: np.ndarray) -> DualHeads:
     return heads
 
 
-def with_tower_head(heads: DualHeads, tower_model: nn.Module) -> DualHeads:
-    """A copy of ``heads`` that also tunes the tower's last conv layer, starting from the tower's own
-    weights (or from the small-photo layer when ``heads`` carry one, as tuning data are thumbnails)."""
-    if heads.tower_head is not None:
+def with_tower_head(heads: DualHeads, tower_model: nn.Module, blocks: int = 0) -> DualHeads:
+    """A copy of ``heads`` that also tunes the tower's last conv layer (and its last ``blocks`` MBConv
+    blocks), starting from the tower's own weights (the conv layer from the small-photo layer when
+    ``heads`` carry one, as tuning data are thumbnails). Tuned parts ``heads`` already have are kept."""
+    if heads.tower_head is not None and heads.config.tower_blocks == blocks:
         return heads
-    extended = DualHeads(replace(heads.config, tower_head=True))
+    extended = DualHeads(replace(heads.config, tower_head=True, tower_blocks=blocks))
     extended.load_state_dict(heads.state_dict(), strict=False)
-    extended.tower_head.copy_from_tower(tower_model)
-    if heads.small_photo_head is not None:
-        extended.tower_head.load_state_dict(heads.small_photo_head.state_dict())
+    if heads.tower_head is None:
+        extended.tower_head.copy_from_tower(tower_model)
+        if heads.small_photo_head is not None:
+            extended.tower_head.load_state_dict(heads.small_photo_head.state_dict())
+    if blocks:
+        extended.tower_blocks.copy_from_tower(tower_model)
     return extended
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from middleware.encoder.base import Encoder
 from middleware.encoder.conse import conse_embed
-from middleware.encoder.features import POOLED_FORMAT, PREHEAD_FORMAT, resampled_format
+from middleware.encoder.features import POOLED_FORMAT, maps_format, resampled_format
 from middleware.encoder.heads import HeadsCheckpoint, load_heads
 from middleware.encoder.preprocess import images_to_array
 from middleware.encoder.small_photos import one_kind, takes_tuned_terms
@@ -95,9 +95,10 @@ class LiteEncoder(Encoder):
         """What :meth:`image_features` returns (the feature cache keeps formats apart)."""
         layer = self.heads.small_photo_layer
         if self.heads.tower_head is not None:
+            maps = maps_format(self.config.first_tuned_block)
             if layer is None:
-                return PREHEAD_FORMAT
-            return resampled_format(f"{PREHEAD_FORMAT}+small{layer.max_side}@{layer.input_size}", layer.resample)
+                return maps
+            return resampled_format(f"{maps}+small{layer.max_side}@{layer.input_size}", layer.resample)
         if layer is not None:  # pooled features that went through this checkpoint's small-photo layer
             return f"{POOLED_FORMAT}+small-photos-{self.checkpoint.version}"
         return POOLED_FORMAT
@@ -110,17 +111,19 @@ class LiteEncoder(Encoder):
     def image_features(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         """Tower outputs, what the feature cache stores: pooled features (n, 1280), through the
         small-photo path for thumbnails when the heads carry one; or, when the heads tune the
-        tower's last layer, its input maps (n, 320, h, w), for photos of one kind per call."""
+        tower's last layers, the input maps of the first tuned one (n, c, h, w; the pre-head maps
+        when only the last conv layer is tuned), for photos of one kind per call."""
         layer, tower, size = self.heads.small_photo_layer, self.image_tower, self.config.image_size
+        first = self.config.first_tuned_block
         small = self.small_photos([image.size for image in images])
         thumbnail_maps = self.heads.tower_head is not None and small is not None and one_kind(small)
         chunks = []
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
             if thumbnail_maps:  # thumbnails' maps come from the small-photo input size and filter
-                chunks.append(tower.prehead_maps(layer.tower_input(batch)))
+                chunks.append(tower.block_input_maps(layer.tower_input(batch), first))
             elif self.heads.tower_head is not None:
-                chunks.append(tower.prehead_maps(images_to_array(batch, size=size)))
+                chunks.append(tower.block_input_maps(images_to_array(batch, size=size), first))
             elif layer is not None:
                 chunks.append(layer.tower_pass(batch, tower, size))
             else:
@@ -137,19 +140,19 @@ class LiteEncoder(Encoder):
     def embed_image_features(self, features: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
         """Shared-space embeddings from :meth:`image_features` output (cached or fresh).
 
-        ConSE reads the tower's classifier on pooled features: as given, or from pre-head maps
-        through the frozen last layer, or through the small-photo layer when ``small`` (one flag per
-        photo, needed with maps and a small-photo layer) says the maps are thumbnails'. A tuned
-        tower head only feeds the pooled-feature term. Photos of a kind the heads' image terms were
+        ConSE reads the tower's classifier on pooled features: as given, or from maps through the
+        frozen rest of the tower, or through the small-photo layer when ``small`` (one flag per
+        photo, needed with maps and a small-photo layer) says the maps are thumbnails'. Tuned tower
+        blocks and head only feed the pooled-feature term. Photos of a kind the heads' image terms were
         not trained on keep the zero-shot base (``tuned_photos``; ``small`` says which are thumbnails).
         """
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 4:
             classifier_input = features
         elif self._maps_are_small(small, len(features)):
-            classifier_input = self.heads.small_photo_layer.read(features)
+            classifier_input = self.heads.small_photo_layer.read(self._frozen_prehead(features))
         else:
-            classifier_input = self.image_tower.pooled_from_maps(features)
+            classifier_input = self.image_tower.pooled_from_maps(self._frozen_prehead(features))
         logits = self.image_tower.logits_from_pooled(classifier_input)
         conse = conse_embed(logits, self.class_bank, self.config.conse_top_k, self.config.conse_temperature)
         if self.heads.tower_head is not None:
@@ -159,6 +162,9 @@ class LiteEncoder(Encoder):
         out = self.heads.encode_image(torch.from_numpy(conse.astype(np.float32)), pooled,
                                       torch.from_numpy(self._tuned_terms(small, len(features))))
         return out.numpy().astype(np.float32)
+
+    def _frozen_prehead(self, maps: np.ndarray) -> np.ndarray:
+        return self.image_tower.frozen_tail(maps, self.config.first_tuned_block)
 
     def _tuned_terms(self, small: np.ndarray | None, count: int) -> np.ndarray:
         kind = self.config.tuned_photos

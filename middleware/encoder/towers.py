@@ -18,6 +18,7 @@ from pmirs.errors import ModelUnavailableError
 
 IMAGE_FEATURE_DIM = 1280
 PREHEAD_SHAPE = (320, 7, 7)  # input of the last conv layer at 224 px
+TOWER_BLOCKS = 16  # MBConv blocks of EfficientNet-Lite0 (the last ones can be tuned: HeadsConfig.tower_blocks)
 IMAGENET_CLASSES = 1000
 TEXT_DIM = 384
 
@@ -67,11 +68,29 @@ class ImageTower:
     @torch.inference_mode()
     def prehead_maps(self, batch: np.ndarray) -> np.ndarray:
         """Input of the tower's last conv layer, (n, 320, 7, 7) at 224 px: what a tuned head reads."""
+        return self.block_input_maps(batch, TOWER_BLOCKS)
+
+    @torch.inference_mode()
+    def block_input_maps(self, batch: np.ndarray, first: int) -> np.ndarray:
+        """Input of MBConv block ``first`` (0..16; 16 = the pre-head maps): what tuned last blocks read."""
         m = self.model
         x = m._swish(m._bn0(m._conv_stem(torch.from_numpy(np.ascontiguousarray(batch)))))
-        for block in m._blocks:
+        for block in m._blocks[:first]:
             x = block(x, drop_connect_rate=0.0)  # eval mode: drop-connect is off anyway
         return x.numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def frozen_tail(self, maps: np.ndarray, first: int, batch_size: int = 256) -> np.ndarray:
+        """Pre-head maps from the input maps of block ``first``, through the frozen blocks after it."""
+        if first == TOWER_BLOCKS:
+            return np.asarray(maps, dtype=np.float32)
+        out = []
+        for start in range(0, len(maps), batch_size):
+            x = torch.from_numpy(np.asarray(maps[start : start + batch_size], dtype=np.float32))
+            for block in self.model._blocks[first:]:
+                x = block(x, drop_connect_rate=0.0)
+            out.append(x.numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, *PREHEAD_SHAPE), np.float32)
 
     @torch.inference_mode()
     def pooled_from_maps(self, maps: np.ndarray, batch_size: int = 512) -> np.ndarray:

@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 
 from middleware.datasets import PHRASE_IMAGENET
+from middleware.encoder.heads import MAX_TUNED_BLOCKS
+from middleware.encoder.towers import TOWER_BLOCKS
+from pmirs.commands.keys import UsageError
 
 DEFAULT_DATA = str(PHRASE_IMAGENET)
 
@@ -48,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep.add_argument("--data", required=True, help="<root>/<label>/*.jpg or <root>/<domain>/<label>/*.jpg")
     prep.add_argument("--out", required=True, help="the store directory (give it to the SuperNode)")
     prep.add_argument("--tower-head", action="store_true", help="keep pre-head maps (for --tower-head runs)")
+    _tower_blocks_arg(prep)
     prep.add_argument("--heads", default="", help="base heads of the run (default: the zero-shot base lite-heads.pt)")
     prep.set_defaults(func=_prepare)
 
@@ -71,7 +75,21 @@ def _partition_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature-cache", default="cache/features", help="cached tower features directory")
     parser.add_argument("--tower-head", action="store_true",
                         help="also tune the image tower's last conv layer (stores keep pre-head maps, ~31 KB/photo)")
+    _tower_blocks_arg(parser)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def _tower_blocks_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tower-blocks", type=int, default=0, choices=range(MAX_TUNED_BLOCKS + 1), metavar="K",
+                        help="with --tower-head: also tune the tower's last K MBConv blocks "
+                             f"(0..{MAX_TUNED_BLOCKS}; stores keep their input maps, ~19 KB/photo)")
+
+
+def _first_block(args: argparse.Namespace) -> int:
+    """The tower block whose input maps the stores keep (16 = the pre-head maps)."""
+    if args.tower_blocks and not args.tower_head:
+        raise UsageError("--tower-blocks tunes blocks in front of the tower's last conv layer: add --tower-head")
+    return TOWER_BLOCKS - args.tower_blocks
 
 
 def _write_stores(args: argparse.Namespace, out: Path) -> list[Path]:
@@ -85,7 +103,8 @@ def _write_stores(args: argparse.Namespace, out: Path) -> list[Path]:
     base = load_base(args.heads)
     items = limit_per_class(scan_image_folder(Path(args.data) / args.split), args.per_class or None)
     tower = tower_outputs(items, ImageTower(), args.feature_cache, with_maps=args.tower_head,
-                          desc=f"features {args.split}", small_photos=small_photo_layer(base))
+                          desc=f"features {args.split}", small_photos=small_photo_layer(base),
+                          first_block=_first_block(args))
     parts = partition_indices(items, args.clients, args.partition, args.alpha, args.seed)
     dirs = write_partitions(out, items, tower, parts, read_synonyms(args.data), TextTower().encode,
                             store_features_tag(base))
@@ -110,7 +129,7 @@ def _simulate(args: argparse.Namespace) -> int:
         "strategy": args.strategy, "proximal-mu": args.proximal_mu if args.strategy == "fedprox" else 0.0,
         "server-momentum": args.server_momentum,
         "dp-noise-multiplier": args.dp_noise, "dp-clipping-norm": args.dp_clip, "secagg": args.secagg,
-        "tower-head": args.tower_head, "train-text": args.train_text,
+        "tower-head": args.tower_head, "tower-blocks": args.tower_blocks, "train-text": args.train_text,
         "heads-path": args.heads, "partitions-root": str(root.resolve()),
         "out-dir": str(Path(args.out_dir).resolve()), "partition": args.partition, "seed": args.seed,
     }
@@ -127,11 +146,12 @@ def _prepare(args: argparse.Namespace) -> int:
     from middleware.encoder.features import tower_outputs
     from middleware.encoder.towers import ImageTower, TextTower
 
+    first_block = _first_block(args)
     base, image_tower = load_base(args.heads), ImageTower()
     path = prepare_partition(
         args.out, args.data,
         lambda items: tower_outputs(items, image_tower, Path(args.out) / "feature-cache", with_maps=args.tower_head,
-                                    small_photos=small_photo_layer(base)),
+                                    small_photos=small_photo_layer(base), first_block=first_block),
         TextTower().encode, store_features_tag(base),
     )
     print(f"client store ready: {path} (start the SuperNode with --node-config 'partition-dir=\"{path}\"')")

@@ -18,9 +18,14 @@ class CountingTower:
     def __init__(self) -> None:
         self.calls = 0
 
-    def prehead_maps(self, batch: np.ndarray) -> np.ndarray:
+    def block_input_maps(self, batch: np.ndarray, first: int) -> np.ndarray:
         self.calls += len(batch)
-        return np.repeat(batch.mean(axis=(1, 2, 3))[:, None, None, None], 320 * 49, 1).reshape(len(batch), 320, 7, 7)
+        channels = 320 if first == 16 else 192
+        return np.repeat(batch.mean(axis=(1, 2, 3))[:, None, None, None], channels * 49, 1).reshape(
+            len(batch), channels, 7, 7)
+
+    def frozen_tail(self, maps: np.ndarray, first: int) -> np.ndarray:
+        return np.asarray(maps) if first == 16 else np.repeat(np.asarray(maps)[:, :1], 320, 1)
 
     def pooled_from_maps(self, maps: np.ndarray) -> np.ndarray:
         return np.repeat(np.asarray(maps, dtype=np.float32).mean(axis=(1, 2, 3))[:, None], 1280, 1)

@@ -150,7 +150,7 @@ def test_a_tuned_tower_head_starts_equal_to_the_frozen_tower_and_then_moves(base
         heads.tower_head.conv.weight.mul_(1.5)  # only the tower head changes
     moved = encoder_with(heads)
     assert np.abs(moved.encode_images(photos) - before).max() > 1e-2
-    with pytest.raises(ValueError, match="pre-head maps"):
+    with pytest.raises(ValueError, match="input maps of block 16"):
         moved.heads.pooled_features(torch.zeros(2, 1280))
 
 

@@ -100,3 +100,15 @@ def test_a_store_whose_maps_do_not_match_its_photos_is_refused_and_left_as_it_wa
     with pytest.raises(DatasetError, match="holds"):
         load_partition(store)
     assert (store / "maps.npy").read_bytes() == before
+
+
+def test_the_cli_refuses_tower_blocks_without_the_tower_head(photos: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Before any photo is read: the blocks feed the tuned tower head, so they need it."""
+    from pmirs.cli import main
+
+    out = tmp_path / "store"
+    assert main(["federated", "prepare", "--data", str(photos), "--out", str(out), "--tower-blocks", "1"]) == 2
+    assert "add --tower-head" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit):
+        main(["federated", "prepare", "--data", str(photos), "--out", str(out), "--tower-head", "--tower-blocks", "5"])

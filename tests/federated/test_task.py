@@ -99,13 +99,38 @@ def test_tower_head_runs_train_the_towers_last_layer_from_pre_head_maps(stores: 
                                                     heads.tower_head.conv.weight)
 
 
-def test_tower_head_runs_refuse_stores_without_maps(tmp_path: Path, stores: Path, base_heads: Path) -> None:
-    (stores / "client-0" / "maps.npy").unlink()
+def test_tower_runs_refuse_stores_without_the_maps_they_read(tmp_path: Path, stores: Path, base_heads: Path) -> None:
     base = task.load_base(base_heads)
-    heads = task.build_heads(base, task.FederatedSettings(tower_head=True))
-    with pytest.raises(ValueError, match="pre-head maps"):
-        task.train(heads, task.make_examples(load_partition(stores / "client-0"), base),
+    with_maps = task.make_examples(load_partition(stores / "client-0"), base)  # pre-head maps (320 channels)
+    task.check_store_maps(with_maps, task.build_heads(base, task.FederatedSettings(tower_head=True)))
+    blocks = task.build_heads(base, task.FederatedSettings(tower_head=True, tower_blocks=1))
+    with pytest.raises(FederatedError, match="from block 15 on .maps with 192 channels.* maps with 320 channels"):
+        task.check_store_maps(with_maps, blocks)
+    (stores / "client-0" / "maps.npy").unlink()
+    without = task.make_examples(load_partition(stores / "client-0"), base)
+    task.check_store_maps(without, task.build_heads(base, task.FederatedSettings()))
+    with pytest.raises(FederatedError, match="holds no maps"):
+        task.check_store_maps(without, blocks)
+    with pytest.raises(ValueError, match="no pre-head maps"):
+        task.train(task.build_heads(base, task.FederatedSettings(tower_head=True)), without,
                    task.FederatedSettings(tower_head=True))
+
+
+def test_tower_block_runs_train_and_exchange_the_last_blocks(stores: Path, base_heads: Path) -> None:
+    base = task.load_base(base_heads)
+    settings = task.FederatedSettings(local_epochs=1, batch_size=4, tower_head=True, tower_blocks=2)
+    heads = task.build_heads(base, settings)
+    sent = task.exchange_state(heads)
+    assert {"tower_blocks.blocks.0._project_conv.weight", "tower_blocks.blocks.1._project_conv.weight"} <= set(sent)
+    assert not any("running_" in key for key in sent)  # statistics stay the tower's
+    data = task.make_examples(load_partition(stores / "client-0"), base)
+    data.maps = np.random.default_rng(0).normal(size=(len(data), 192, 7, 7)).astype(np.float16)  # block 14 input
+    task.check_store_maps(data, heads)
+    before = heads.tower_blocks.blocks[0]._project_conv.weight.detach().clone()
+    task.train(heads, data, settings)
+    assert not torch.equal(before, heads.tower_blocks.blocks[0]._project_conv.weight)
+    with pytest.raises(FederatedError, match="tower-blocks must be 0..4, and > 0 only with tower-head"):
+        task.FederatedSettings.from_config({"tower-blocks": 1})
 
 
 def test_the_flwr_app_config_lists_every_setting_with_its_default() -> None:
