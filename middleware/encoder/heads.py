@@ -12,11 +12,8 @@ any similarity threshold depend on. It uses no benchmark data: the mean is over 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import functools
 import hashlib
-import io
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -29,7 +26,7 @@ from torch.nn import functional as F
 
 from middleware.encoder.preprocess import DEFAULT_RESAMPLING
 from middleware.encoder.small_photos import DEFAULT_INPUT_SIZE, SmallPhotoLayer, check_photo_kind
-from middleware.encoder.towers import TOWER_BLOCKS
+from middleware.encoder.towers import TOWER_BLOCKS, tower_architecture
 from pmirs.errors import ModelUnavailableError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -113,7 +110,7 @@ class TowerBlocks(nn.Module):
 
     def __init__(self, count: int) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(copy.deepcopy(_tower_skeleton()._blocks[TOWER_BLOCKS - count :]))
+        self.blocks = nn.ModuleList(copy.deepcopy(tower_architecture()._blocks[TOWER_BLOCKS - count :]))
         self.train(False)
 
     def copy_from_tower(self, model: nn.Module) -> None:
@@ -132,18 +129,6 @@ class TowerBlocks(nn.Module):
         for block in self.blocks:
             maps = block(maps, drop_connect_rate=0.0)
         return maps
-
-
-@functools.cache
-def _tower_skeleton() -> nn.Module:
-    """EfficientNet-Lite0's architecture with random weights (where tuned blocks get their shapes)."""
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as exc:
-        raise ModelUnavailableError("the EfficientNet-Lite code is missing; install it with "
-                                    "`pip install efficientnet-lite-pytorch==0.1.0`") from exc
-    with contextlib.redirect_stdout(io.StringIO()):
-        return EfficientNet.from_name("efficientnet-lite0")
 
 
 class DualHeads(nn.Module):

