@@ -49,23 +49,31 @@ def test_fresh_blocks_reproduce_the_tower_and_never_update_its_statistics(lite_e
     assert torch.equal(bn.running_mean, before)
 
 
-def test_an_encoder_with_tuned_blocks_starts_at_its_heads_and_moves_with_the_blocks(lite_encoder, demo_dir,
+def test_an_encoder_with_tuned_blocks_starts_at_its_heads_and_moves_with_the_blocks(base_encoder, demo_dir,
                                                                                  tmp_path) -> None:
     """Thumbnails and sharp photos both read block input maps; untrained blocks change no embedding."""
     photos = _photos(demo_dir)
     thumbnails = [photo.copy() for photo in photos]
     for thumbnail in thumbnails:
         thumbnail.thumbnail((64, 64))
-    default = lite_encoder.heads
-    heads = with_tower_head(default, lite_encoder.image_tower.model, blocks=1)
-    tuned = _encoder(tmp_path / "blocks.pt", heads, lite_encoder)
-    assert tuned.feature_format.startswith(maps_format(15)) and tuned.feature_format != lite_encoder.feature_format
+    base = base_encoder.checkpoint.reconfigured(tuned_photos="small")  # image terms apply to thumbnails only
+    tower = base_encoder.image_tower.model
+
+    def with_terms(blocks: int):
+        heads = with_tower_head(base.build(), tower, blocks=blocks)
+        with torch.no_grad():  # a pooled-feature term, so the tuned tower layers show in the embedding
+            heads.image_features.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+        return heads
+
+    reference = _encoder(tmp_path / "head.pt", with_terms(0), base_encoder)
+    heads = with_terms(1)
+    tuned = _encoder(tmp_path / "blocks.pt", heads, base_encoder)
+    assert tuned.feature_format.startswith(maps_format(15)) and tuned.feature_format != reference.feature_format
     assert tuned.image_features(photos).shape == (3, 192, 7, 7)
     for kind in (photos, thumbnails):
-        np.testing.assert_allclose(tuned.encode_images(kind), lite_encoder.encode_images(kind), atol=1e-4)
+        np.testing.assert_allclose(tuned.encode_images(kind), reference.encode_images(kind), atol=1e-4)
     with torch.no_grad():
         heads.tower_blocks.blocks[0]._project_conv.weight.mul_(2.0)
-    moved = _encoder(tmp_path / "moved.pt", heads, lite_encoder)
-    # The default tunes thumbnails only: they move, sharp photos keep the base embedding.
-    assert np.abs(moved.encode_images(thumbnails) - lite_encoder.encode_images(thumbnails)).max() > 1e-2
-    np.testing.assert_allclose(moved.encode_images(photos), lite_encoder.encode_images(photos), atol=1e-4)
+    moved = _encoder(tmp_path / "moved.pt", heads, base_encoder)
+    assert np.abs(moved.encode_images(thumbnails) - reference.encode_images(thumbnails)).max() > 1e-2
+    np.testing.assert_allclose(moved.encode_images(photos), reference.encode_images(photos), atol=1e-4)
