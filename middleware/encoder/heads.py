@@ -34,7 +34,7 @@ BASE_HEADS_PATH = WEIGHTS_DIR / "lite-heads.pt"  # the zero-shot base: never saw
 # The best federated run (README, "Federated fine-tuning"): FedAvg over 6 clients on 64-px photos of the
 # 59 benchmark classes, from the base. Its image terms apply to thumbnails; sharp photos get the base,
 # and thumbnails get the generic direction back (tuned_offset) so both kinds rank together.
-FEDERATED_HEADS_PATH = WEIGHTS_DIR / "fed-heads-cd473a4b21df.pt"
+FEDERATED_HEADS_PATH = WEIGHTS_DIR / "fed-heads-95b939ca4374.pt"
 DEFAULT_HEADS_PATH = FEDERATED_HEADS_PATH  # what encoders load when no heads are named
 MAX_TUNED_BLOCKS = 4  # the blocks after the last downsampling: their input maps are 7x7 at 224 px (~19 KB a photo)
 
