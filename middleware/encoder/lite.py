@@ -155,12 +155,14 @@ class LiteEncoder(Encoder):
             classifier_input = self.image_tower.pooled_from_maps(self._frozen_prehead(features))
         logits = self.image_tower.logits_from_pooled(classifier_input)
         conse = conse_embed(logits, self.class_bank, self.config.conse_top_k, self.config.conse_temperature)
-        if self.heads.tower_head is not None:
-            pooled = self.heads.pooled_features(torch.from_numpy(features))
-        else:
+        tuned = self._tuned_terms(small, len(features))
+        if self.heads.tower_head is None:
             pooled = torch.from_numpy(np.asarray(classifier_input, dtype=np.float32))
-        out = self.heads.encode_image(torch.from_numpy(conse.astype(np.float32)), pooled,
-                                      torch.from_numpy(self._tuned_terms(small, len(features))))
+        elif tuned.any():
+            pooled = self.heads.pooled_features(torch.from_numpy(features))
+        else:  # no photo takes the tuned terms (e.g. a sharp image query): skip the tuned tower layers
+            pooled = torch.zeros(len(features), self.config.image_feature_dim)
+        out = self.heads.encode_image(torch.from_numpy(conse.astype(np.float32)), pooled, torch.from_numpy(tuned))
         return out.numpy().astype(np.float32)
 
     def _frozen_prehead(self, maps: np.ndarray) -> np.ndarray:

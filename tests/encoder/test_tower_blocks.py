@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.relevance import thumbnail_copies
 from middleware.datasets import open_image, scan_image_folder
 from middleware.encoder.features import maps_format
 from middleware.encoder.heads import HeadsConfig, TowerBlocks, save_heads, with_tower_head
@@ -53,9 +54,7 @@ def test_an_encoder_with_tuned_blocks_starts_at_its_heads_and_moves_with_the_blo
                                                                                  tmp_path) -> None:
     """Thumbnails and sharp photos both read block input maps; untrained blocks change no embedding."""
     photos = _photos(demo_dir)
-    thumbnails = [photo.copy() for photo in photos]
-    for thumbnail in thumbnails:
-        thumbnail.thumbnail((64, 64))
+    thumbnails = thumbnail_copies(photos)
     base = base_encoder.checkpoint.reconfigured(tuned_photos="small")  # image terms apply to thumbnails only
     tower = base_encoder.image_tower.model
 
@@ -77,3 +76,17 @@ def test_an_encoder_with_tuned_blocks_starts_at_its_heads_and_moves_with_the_blo
     moved = _encoder(tmp_path / "moved.pt", heads, base_encoder)
     assert np.abs(moved.encode_images(thumbnails) - reference.encode_images(thumbnails)).max() > 1e-2
     np.testing.assert_allclose(moved.encode_images(photos), reference.encode_images(photos), atol=1e-4)
+
+
+def test_photos_that_keep_the_base_never_run_the_tuned_tower_layers(lite_encoder, demo_dir, monkeypatch) -> None:
+    """The default tunes thumbnails only: a sharp image query skips the tuned blocks and head (hot path)."""
+    photos = _photos(demo_dir, 2)
+    expected = lite_encoder.encode_images(photos)
+
+    def tuned_layers(features):
+        raise AssertionError("the tuned tower layers ran for photos that keep the base embedding")
+
+    monkeypatch.setattr(lite_encoder.heads, "pooled_features", tuned_layers)
+    np.testing.assert_array_equal(lite_encoder.encode_images(photos), expected)
+    with pytest.raises(AssertionError, match="tuned tower layers ran"):
+        lite_encoder.encode_images(thumbnail_copies(photos))
