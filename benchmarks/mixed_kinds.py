@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.forgetting import HELDOUT_PER_CLASS
 from benchmarks.output import write_json
 from benchmarks.retrieval_metrics import text_to_image
 from pmirs.errors import DatasetError
 
 OFFSETS = tuple(round(0.1 * i, 1) for i in range(16))
 QUERY_TEMPLATE = "a photo of a {}"
-HELDOUT_PER_CLASS = 60  # pretrain/ thumbnails per class (the federated benchmark caches these)
 TIE = 0.005  # held-out mixed mAPs this close count as equal (the smallest offset wins): past ~1 the curve is flat
 
 
