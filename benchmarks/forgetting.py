@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.output import write_json
+from benchmarks.output import write_report
 from benchmarks.quality import evaluate_domain
 from middleware.datasets import LabelledImage, limit_per_class, open_image, scan_image_folder
 
@@ -123,9 +123,7 @@ def run_forgetting_benchmark(sets: Sequence[PhotoSet], heads: str | Path | None 
                                         **verdict(base_scores, tuned_scores, tolerance)}
     results["shippable"] = all(entry["within_tolerance"] for entry in results["sets"].values())
     if out is not None:
-        out = write_json(out, results)
-        out.with_suffix(".md").write_text(forgetting_markdown(results))
-        _plot(results, out.with_suffix(".png"))
+        write_report(out, results, forgetting_markdown, _plot)
     return results
 
 

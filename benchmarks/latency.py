@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.output import write_json
+from benchmarks.output import write_report
 from middleware.client import PrivacyMiddleware
 from middleware.codecs import PlainCodec, PrivateCodec
 from middleware.encoder import Encoder
@@ -322,9 +322,7 @@ def _run_from_args(args) -> int:
     centres, labels = demo_centres(encoder, Path(args.photos))
     results = run_latency_benchmark(encoder, centres, labels, items, args.queries, args.k, args.concurrency,
                                     args.concurrent_queries, seed=args.seed)
-    out = write_json(args.out, results)
-    write_latency_plot(results, out.with_suffix(".png"))
-    out.with_suffix(".md").write_text(latency_markdown(results))
+    out = write_report(args.out, results, latency_markdown, write_latency_plot)
     print(latency_markdown(results))
     print(f"wrote {out} (+ .png, .md)")
     return 0

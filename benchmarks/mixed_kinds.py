@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from benchmarks.forgetting import HELDOUT_PER_CLASS
-from benchmarks.output import write_json
+from benchmarks.output import write_report
 from benchmarks.retrieval_metrics import text_to_image
 from pmirs.errors import DatasetError
 
@@ -113,9 +113,7 @@ def run_mixed_kinds_benchmark(data_root: str | Path, heads: str | None = None, o
                "current_offset": checkpoint.config.tuned_offset, "chosen_offset": chosen,
                "chosen_on": f"pretrain/ ({HELDOUT_PER_CLASS} thumbnails per class) + fullres/general/",
                "sweep": sweep}
-    out = write_json(out, results)
-    out.with_suffix(".md").write_text(mixed_kinds_markdown(results))
-    _plot(results, out.with_suffix(".png"))
+    write_report(out, results, mixed_kinds_markdown, _plot)
     return results
 
 

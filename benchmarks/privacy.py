@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.output import write_json
+from benchmarks.output import write_report
 from benchmarks.quality import CLASS_QUERY_TEMPLATE, _mean_retrieval, evaluate_embeddings, private_transforms
 from middleware.datasets import DEMO_PHOTOS, LabelledImage, open_image, scan_image_folder
 from middleware.encoder import Encoder
@@ -419,9 +419,7 @@ def _run_from_args(args) -> int:
     results = run_privacy_benchmark(data, known, noise, args.trials, args.seed,
                                     encode_texts=TextMemo(lambda t: encoder.encode_texts(list(t))))
     results["encoder"] = encoder.version
-    out = write_json(args.out, results)
-    out.with_suffix(".md").write_text(privacy_markdown(results))
-    write_privacy_plot(results, out.with_suffix(".png"))
+    out = write_report(args.out, results, privacy_markdown, write_privacy_plot)
     print(privacy_markdown(results))
     print(f"wrote {out} (+ .md, .png)")
     return 0
