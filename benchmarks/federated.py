@@ -74,7 +74,8 @@ class Scorer:
 
 
 def _centralized(base, parts_root: Path, settings: dict, rounds: int, scorer: Scorer) -> dict:
-    """Upper bound: the same training loop on the union of every client's store, no Flower."""
+    """Upper bound: the same training loop on the union of every client's store, no Flower (local-epochs
+    passes over the union per round; local-steps only paces federated clients)."""
     from federated.partition import load_partition
     from federated.task import FederatedSettings, build_heads, make_examples
     from middleware.encoder.training import TrainConfig, train_epochs
@@ -188,7 +189,8 @@ def run_federated_benchmark(
         "fedavg-noniid": ("domain", {}),
         "fedprox-noniid": ("domain", {"strategy": "fedprox", "proximal-mu": 0.1}),
         "fedavgm-noniid": ("domain", {"strategy": "fedavgm", "server-momentum": 0.9}),
-        "dp-iid": ("iid", {"dp-noise-multiplier": dp_noise, "dp-clipping-norm": dp_clip}),
+        "dp-iid": ("iid", {"dp-noise-multiplier": dp_noise, "dp-clipping-norm": dp_clip,
+                           "client-weighting": "uniform"}),
         "secagg-iid": ("iid", {"secagg": True}),
     }
     for name in runs:
@@ -229,6 +231,10 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--local-epochs", type=int, default=3)
+    parser.add_argument("--local-steps", type=int, default=0,
+                        help="> 0: every federated client takes exactly this many steps per round")
+    parser.add_argument("--client-weighting", choices=("examples", "uniform"), default="examples",
+                        help="how client updates are averaged (the DP run is always uniform)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
     parser.add_argument("--tower-head", action="store_true",
@@ -247,7 +253,8 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    settings = {"local-epochs": args.local_epochs, "learning-rate": args.learning_rate, "anchor": args.anchor,
+    settings = {"local-epochs": args.local_epochs, "local-steps": args.local_steps,
+                "client-weighting": args.client_weighting, "learning-rate": args.learning_rate, "anchor": args.anchor,
                 "heads-path": args.heads, "tower-head": args.tower_head, "tower-blocks": args.tower_blocks,
                 "train-text": args.train_text}
     results = run_federated_benchmark(

@@ -89,7 +89,7 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         )
         if LEGACY_FITINS in msg.content.array_records:
             fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(task.get_weights(heads)),
-                            len(data), metrics)
+                            task.aggregation_weight(settings, len(data)), metrics)
             return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
         content = RecordDict({"arrays": ArrayRecord(task.exchange_state(heads)), "metrics": MetricRecord(metrics)})
         return Message(content, reply_to=msg)

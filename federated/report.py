@@ -22,8 +22,9 @@ def federated_markdown(results: dict) -> str:
         " + text head" if settings.get("train-text") else "")
     lines = [f"# Federated fine-tuning: {results['clients']} clients, {results['rounds']} rounds "
              f"(base heads `{results['base_version']}`)", "",
-             f"Trained: {trained}; {settings.get('local-epochs', '?')} local epoch(s) per round, learning rate "
-             f"{settings.get('learning-rate', '?')}, anchor {settings.get('anchor', '?')}.", ""]
+             f"Trained: {trained}; {_local_work(settings)} per round, learning rate "
+             f"{settings.get('learning-rate', '?')}, anchor {settings.get('anchor', '?')}; client updates "
+             f"weighted by {_weighting(settings)}.", ""]
     head = " | ".join(f"{d} F1@5 | {d} F1@10" for d in domains)
     lines += [f"| run | {head} | mean F1@5 | mean F1@10 | mean mAP | held-out F1@10 | s/round |",
               "|---|" + "---|" * (2 * len(domains) + 5)]
@@ -44,6 +45,16 @@ def federated_markdown(results: dict) -> str:
     lines += ["", f"Best shippable federated checkpoint: `{best['checkpoint']}` ({best['run']})" if best
               else "No federated checkpoint passed the forgetting check."]
     return "\n".join(lines) + "\n"
+
+
+def _local_work(settings: dict) -> str:
+    steps = int(settings.get("local-steps", 0))
+    return f"{steps} local steps" if steps else f"{settings.get('local-epochs', '?')} local epoch(s)"
+
+
+def _weighting(settings: dict) -> str:
+    uniform = settings.get("client-weighting") == "uniform"
+    return "1 per client (DP runs always)" if uniform else "photo count (DP runs: 1 per client)"
 
 
 def write_federated_report(results: dict, json_path: Path) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext, ServerConfig
@@ -27,6 +27,7 @@ from flwr.serverapp.strategy import (
     FedProx,
     Strategy,
 )
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from federated import task
 from federated.accounting import DEFAULT_DELTA, client_level_epsilon
@@ -37,6 +38,11 @@ from middleware.encoder.small_photos import trained_photo_kind
 RoundCallback = Callable[[int, dict[str, np.ndarray]], None]
 
 
+def per_photo_metrics(records: list[RecordDict], _weighted_by_key: str) -> MetricRecord:
+    """Clients' metrics averaged per photo, whatever weight their updates get (``client-weighting``)."""
+    return aggregate_metricrecords(records, task.NUM_EXAMPLES_KEY)
+
+
 def create_strategy(settings: task.FederatedSettings) -> Strategy:
     """The Message-API strategy the settings ask for (FedAvg/FedProx, optionally DP-wrapped)."""
     common: dict[str, Any] = {
@@ -45,7 +51,9 @@ def create_strategy(settings: task.FederatedSettings) -> Strategy:
         "min_train_nodes": settings.min_nodes,
         "min_evaluate_nodes": settings.min_nodes if settings.fraction_evaluate > 0 else 0,
         "min_available_nodes": settings.min_nodes,
-        "weighted_by_key": task.NUM_EXAMPLES_KEY,
+        "weighted_by_key": task.AGGREGATION_WEIGHT_KEY,
+        "train_metrics_aggr_fn": per_photo_metrics,
+        "evaluate_metrics_aggr_fn": per_photo_metrics,
     }
     if settings.strategy == "fedprox":
         strategy: Strategy = FedProx(proximal_mu=settings.proximal_mu, **common)
@@ -104,8 +112,10 @@ def _run_secaggplus(grid: Grid, context: Context, settings: task.FederatedSettin
         return None
 
     def fit_metrics(results: list[tuple[int, dict]]) -> dict:
-        total = sum(n for n, _ in results)
-        merged = {k: sum(n * m[k] for n, m in results) / total for k in results[0][1]} if results else {}
+        photos = [m[task.NUM_EXAMPLES_KEY] for _, m in results]  # per photo, whatever the updates' weights
+        total = sum(photos)
+        merged = {k: sum(n * m[k] for n, (_, m) in zip(photos, results, strict=True)) / total
+                  for k in results[0][1]} if results else {}
         history[str(len(history) + 1)] = merged
         return merged
 

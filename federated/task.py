@@ -36,8 +36,12 @@ from middleware.encoder.training import PhraseBank, TrainConfig, TrainingExample
 from pmirs.errors import FederatedError
 
 STRATEGIES = ("fedavg", "fedprox", "fedavgm")
+CLIENT_WEIGHTINGS = ("examples", "uniform")
 BASE_VERSION_KEY = "base-version"  # the server pins the base heads; clients refuse another one
-NUM_EXAMPLES_KEY = "num-examples"  # FedAvg weights client updates by this metric
+NUM_EXAMPLES_KEY = "num-examples"  # how many photos a client trained on (reported, not a weight)
+# The weight the server averages client updates (and metrics) with: the client's photo count
+# (FedAvg's weighting) or 1 for every client (``client-weighting = "uniform"``).
+AGGREGATION_WEIGHT_KEY = "aggregation-weight"
 # Share of a client's photos that are thumbnails; its example-weighted mean over clients says which
 # photos the trained image terms fit (small_photos.trained_photo_kind).
 SMALL_SHARE_KEY = "small-share"
@@ -49,6 +53,10 @@ class FederatedSettings:
 
     num_server_rounds: int = 10  # federated rounds
     local_epochs: int = 3  # client epochs per round over its own photos
+    # > 0: every client takes exactly this many optimiser steps per round instead of local-epochs
+    # passes, so a client with few photos moves the shared weights as far as one with many
+    local_steps: int = 0
+    client_weighting: str = "examples"  # "examples" (FedAvg) or "uniform" (each client's update counts the same)
     batch_size: int = 256  # contrastive batch (in-batch negatives)
     learning_rate: float = 1e-3  # client AdamW learning rate
     anchor: float = 3e-2  # L2 pull of the residual heads toward zero (= the base); keeps held-out F1
@@ -103,12 +111,20 @@ class FederatedSettings:
         """Reject settings no run can use."""
         if self.strategy not in STRATEGIES:
             raise FederatedError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.client_weighting not in CLIENT_WEIGHTINGS:
+            raise FederatedError(f"unknown client weighting {self.client_weighting!r}; choose one of "
+                                 f"{', '.join(CLIENT_WEIGHTINGS)}")
         if self.num_server_rounds < 1 or self.local_epochs < 1 or self.batch_size < 2:
             raise FederatedError("rounds and local epochs must be >= 1 and the batch size >= 2")
+        if self.local_steps < 0:
+            raise FederatedError("local steps must be >= 0 (0 = local-epochs passes over the photos)")
         if self.dp_noise_multiplier < 0 or (self.dp_noise_multiplier > 0 and self.dp_clipping_norm <= 0):
             raise FederatedError("DP needs a noise multiplier >= 0 and a positive clipping norm")
         if not 0 <= self.tower_blocks <= MAX_TUNED_BLOCKS or (self.tower_blocks and not self.tower_head):
             raise FederatedError(f"tower-blocks must be 0..{MAX_TUNED_BLOCKS}, and > 0 only with tower-head")
+        if self.dp and self.client_weighting != "uniform":
+            raise FederatedError("central DP calibrates its noise to the unweighted mean of the clipped updates: "
+                                 "set client-weighting to \"uniform\" for DP runs")
         if self.secagg and self.dp_noise_multiplier > 0:
             raise FederatedError("choose DP or SecAgg+ for a run, not both (not wired together yet)")
         if self.secagg and not (0 < self.secagg_num_shares <= 1 or self.secagg_num_shares > 2):
@@ -228,11 +244,17 @@ def train(heads: DualHeads, data: TrainingExamples, settings: FederatedSettings,
           seed: int = 0) -> dict[str, float]:
     """Train the heads in place on one client's examples; returns metrics for the server."""
     started = time.perf_counter()
-    config = TrainConfig(epochs=settings.local_epochs, batch_size=settings.batch_size, lr=settings.learning_rate,
-                         anchor=settings.anchor, proximal_mu=proximal_mu, seed=seed)
+    config = TrainConfig(epochs=settings.local_epochs, steps=settings.local_steps, batch_size=settings.batch_size,
+                         lr=settings.learning_rate, anchor=settings.anchor, proximal_mu=proximal_mu, seed=seed)
     loss = train_epochs(heads, data, config)
-    return {"train-loss": float(loss), NUM_EXAMPLES_KEY: len(data), SMALL_SHARE_KEY: float(data.small_share),
-            "train-seconds": time.perf_counter() - started}
+    return {"train-loss": float(loss), NUM_EXAMPLES_KEY: len(data), AGGREGATION_WEIGHT_KEY: aggregation_weight(
+        settings, len(data)), SMALL_SHARE_KEY: float(data.small_share), "train-seconds": time.perf_counter() - started}
+
+
+def aggregation_weight(settings: FederatedSettings, num_examples: int) -> int:
+    """How much this client's update counts in the average: its photo count, or 1 under uniform weighting
+    (clients that hold different domains of unequal size then pull the shared weights equally)."""
+    return 1 if settings.client_weighting == "uniform" else num_examples
 
 
 @torch.inference_mode()
@@ -245,7 +267,8 @@ def test(heads: DualHeads, data: TrainingExamples, seed: int = 0) -> dict[str, f
     loss = ClipLoss()(image, text, heads.logit_scale, torch.from_numpy(data.labels))
     class_text = heads.encode_text(torch.from_numpy(class_means(data.phrases)))
     top1 = (image @ class_text.T).argmax(dim=1).numpy() == data.labels
-    return {"eval-loss": float(loss), "eval-top1": float(top1.mean()), NUM_EXAMPLES_KEY: len(data)}
+    return {"eval-loss": float(loss), "eval-top1": float(top1.mean()), NUM_EXAMPLES_KEY: len(data),
+            AGGREGATION_WEIGHT_KEY: len(data)}
 
 
 def class_means(phrases: PhraseBank) -> np.ndarray:

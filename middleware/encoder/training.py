@@ -98,6 +98,7 @@ class TrainConfig:
     """Optimiser settings; the defaults are what `train-heads` uses (federated runs set their own)."""
 
     epochs: int = 10
+    steps: int = 0  # > 0: exactly this many optimiser steps, passing over the data as often as needed
     batch_size: int = 256
     lr: float = 1e-3
     anchor: float = 1e-2  # L2 pull of the residual weights toward zero (= toward ConSE)
@@ -122,10 +123,15 @@ def train_epochs(
     images = data.images
     heads.train()
     epoch_loss = float("nan")
-    for epoch in range(config.epochs):
+    total_steps = config.steps or config.epochs * -(-len(data) // config.batch_size)
+    steps, epoch = 0, 0
+    while steps < total_steps:
         order = rng.permutation(len(data))
         losses = []
         for start in range(0, len(order), config.batch_size):
+            if steps == total_steps:
+                break
+            steps += 1
             idx = order[start : start + config.batch_size]
             labels = data.labels[idx]
             text = torch.from_numpy(data.phrases.sample(labels, rng))
@@ -145,5 +151,6 @@ def train_epochs(
         config.history.append(epoch_loss)
         if on_epoch is not None:
             on_epoch(epoch, epoch_loss)
+        epoch += 1
     heads.eval()
     return epoch_loss

@@ -33,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _partition_args(sim)
     sim.add_argument("--rounds", type=int, default=10)
     sim.add_argument("--local-epochs", type=int, default=3)
+    sim.add_argument("--local-steps", type=int, default=0,
+                     help="> 0: every client takes exactly this many optimiser steps per round (not epochs)")
+    sim.add_argument("--client-weighting", choices=("examples", "uniform"), default=None,
+                     help="how client updates are averaged: by photo count (FedAvg) or uniformly; "
+                          "default: uniform with --dp-noise (DP needs it), else examples")
     sim.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
     sim.add_argument("--learning-rate", type=float, default=1e-3)
     sim.add_argument("--strategy", choices=("fedavg", "fedprox", "fedavgm"), default="fedavg")
@@ -124,8 +129,9 @@ def _simulate(args: argparse.Namespace) -> int:
     root = Path(args.work_dir) / f"partitions-{args.partition}-{args.clients}"
     _write_stores(args, root)
     settings = {
-        "num-server-rounds": args.rounds, "local-epochs": args.local_epochs, "learning-rate": args.learning_rate,
-        "anchor": args.anchor,
+        "num-server-rounds": args.rounds, "local-epochs": args.local_epochs, "local-steps": args.local_steps,
+        "client-weighting": args.client_weighting or ("uniform" if args.dp_noise > 0 else "examples"),
+        "learning-rate": args.learning_rate, "anchor": args.anchor,
         "strategy": args.strategy, "proximal-mu": args.proximal_mu if args.strategy == "fedprox" else 0.0,
         "server-momentum": args.server_momentum,
         "dp-noise-multiplier": args.dp_noise, "dp-clipping-norm": args.dp_clip, "secagg": args.secagg,

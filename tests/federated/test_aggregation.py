@@ -1,4 +1,5 @@
-"""Server-side aggregation is the example-weighted mean of the client updates (toy model)."""
+"""Server-side aggregation is the weighted mean of the client updates (toy model): weighted by photo
+count (FedAvg) or uniformly, while metrics stay averaged per photo either way."""
 
 from __future__ import annotations
 
@@ -8,11 +9,18 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.supercore.task_identity import TaskIdentity
 
 from federated.server_app import create_strategy
-from federated.task import NUM_EXAMPLES_KEY, SMALL_SHARE_KEY, FederatedSettings
+from federated.task import (
+    AGGREGATION_WEIGHT_KEY,
+    NUM_EXAMPLES_KEY,
+    SMALL_SHARE_KEY,
+    FederatedSettings,
+    aggregation_weight,
+)
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "fedprox"])
-def test_aggregate_is_example_weighted_mean(monkeypatch: pytest.MonkeyPatch, strategy: str) -> None:
+@pytest.mark.parametrize(("strategy", "weighting"), [("fedavg", "examples"), ("fedprox", "examples"),
+                                                     ("fedavg", "uniform")])
+def test_aggregate_is_the_weighted_mean(monkeypatch: pytest.MonkeyPatch, strategy: str, weighting: str) -> None:
     for name in ("_run_id", "_task_id", "_node_id"):
         monkeypatch.setattr(TaskIdentity, name, 1)
     rng = np.random.default_rng(0)
@@ -21,16 +29,17 @@ def test_aggregate_is_example_weighted_mean(monkeypatch: pytest.MonkeyPatch, str
     small_shares = [1.0, 0.0, 0.5]
     instruction = Message(RecordDict({"arrays": ArrayRecord([np.zeros((3, 2)), np.zeros(4)]),
                                       "config": ConfigRecord({})}), dst_node_id=1, message_type="train")
+    settings = FederatedSettings(strategy=strategy, proximal_mu=0.1, min_nodes=3, client_weighting=weighting)
     replies = [
         Message(RecordDict({"arrays": ArrayRecord(update),
-                            "metrics": MetricRecord({NUM_EXAMPLES_KEY: n, SMALL_SHARE_KEY: share})}),
+                            "metrics": MetricRecord({NUM_EXAMPLES_KEY: n, SMALL_SHARE_KEY: share,
+                                                     AGGREGATION_WEIGHT_KEY: aggregation_weight(settings, n)})}),
                 reply_to=instruction)
         for update, n, share in zip(updates, examples, small_shares, strict=True)
     ]
-    settings = FederatedSettings(strategy=strategy, proximal_mu=0.1, min_nodes=3)
     arrays, metrics = create_strategy(settings).aggregate_train(1, replies)
     assert metrics[SMALL_SHARE_KEY] == pytest.approx(0.4)  # the share of thumbnails over all clients' photos
-    weights = np.asarray(examples) / sum(examples)
+    weights = np.asarray(examples) / sum(examples) if weighting == "examples" else np.full(3, 1 / 3)
     for k, got in enumerate(arrays.to_numpy_ndarrays()):
         expected = sum(w * u[k] for w, u in zip(weights, updates, strict=True))
         assert np.allclose(got, expected, atol=1e-6)

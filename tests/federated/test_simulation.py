@@ -13,7 +13,8 @@ from middleware.encoder.heads import load_heads
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", [{}, {"secagg": True}, {"dp-noise-multiplier": 0.01, "dp-clipping-norm": 1.0}],
+@pytest.mark.parametrize("mode", [{}, {"secagg": True}, {"dp-noise-multiplier": 0.01, "dp-clipping-norm": 1.0,
+                                              "client-weighting": "uniform"}],
                          ids=["fedavg", "secagg+", "dp"])
 def test_one_round_changes_the_weights_and_reports_metrics(
     tmp_path: Path, stores: Path, base_heads: Path, mode: dict

@@ -25,7 +25,36 @@ def test_settings_parse_kebab_case_and_refuse_unknown_keys() -> None:
     with pytest.raises(FederatedError):
         task.FederatedSettings.from_config({"strategy": "fedsgd"})
     with pytest.raises(FederatedError):
-        task.FederatedSettings.from_config({"secagg": True, "dp-noise-multiplier": 0.5})
+        task.FederatedSettings.from_config({"secagg": True, "dp-noise-multiplier": 0.5, "client-weighting": "uniform"})
+    for bad in ({"client-weighting": "by-size"}, {"local-steps": -1}):
+        with pytest.raises(FederatedError):
+            task.FederatedSettings.from_config(bad)
+
+
+def test_dp_runs_must_average_clients_uniformly() -> None:
+    """The DP noise is calibrated to one client's share of an unweighted mean (clip / clients); a
+    client weighted by a large photo count would move the mean further than the noise hides."""
+    with pytest.raises(FederatedError, match="uniform"):
+        task.FederatedSettings.from_config({"dp-noise-multiplier": 0.5})
+    settings = task.FederatedSettings.from_config({"dp-noise-multiplier": 0.5, "client-weighting": "uniform"})
+    assert task.aggregation_weight(settings, 500) == 1
+    assert task.aggregation_weight(task.FederatedSettings(), 500) == 500
+
+
+@pytest.mark.parametrize(("local_steps", "expected_steps"), [(0, 2 * 2), (5, 5), (1, 1)])
+def test_a_client_takes_local_steps_whatever_its_size(monkeypatch: pytest.MonkeyPatch, stores: Path,
+                                                      base_heads: Path, local_steps: int, expected_steps: int) -> None:
+    """With local-steps a client of 8 photos (batch 4: 2 steps per epoch) takes exactly that many steps,
+    passing over its photos again as needed; without, local-epochs passes."""
+    steps = []
+    real_step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (steps.append(1), real_step(self, *a, **k)))
+    base = task.load_base(base_heads)
+    settings = task.FederatedSettings(local_epochs=2, local_steps=local_steps, batch_size=4)
+    data = task.make_examples(load_partition(stores / "client-0"), base)
+    metrics = task.train(task.build_heads(base, settings), data, settings)
+    assert len(steps) == expected_steps
+    assert metrics[task.NUM_EXAMPLES_KEY] == 8 and np.isfinite(metrics["train-loss"])
 
 
 @pytest.mark.parametrize("train_text", [False, True])
