@@ -39,13 +39,15 @@ class PhotoSet:
     name: str
     items: tuple[LabelledImage, ...]
     thumbnail_side: int | None = None
+    label: str = ""  # short name for the plot's bars
 
 
 def folder_set(folder: str | Path, per_class: int | None = None, thumbnail_side: int | None = None) -> PhotoSet:
     """A :class:`PhotoSet` from any image folder tree (raises ``DatasetError`` when it holds none)."""
     items = tuple(limit_per_class(scan_image_folder(folder), per_class))
     name = str(folder) if thumbnail_side is None else f"{folder} as {thumbnail_side}-px thumbnails"
-    return PhotoSet(name, items, thumbnail_side)
+    label = Path(folder).name + ("" if thumbnail_side is None else f" ({thumbnail_side} px)")
+    return PhotoSet(name, items, thumbnail_side, label)
 
 
 def embed_set(encoder, photos: PhotoSet, feature_cache: Path | None, batch_size: int = 64) -> np.ndarray:
@@ -117,7 +119,7 @@ def run_forgetting_benchmark(sets: Sequence[PhotoSet], heads: str | Path | None 
                      "sets": {}}
     for photos in sets:
         base_scores, tuned_scores = score_set(base, photos, cache), score_set(tuned, photos, cache)
-        results["sets"][photos.name] = {"photos": len(photos.items),
+        results["sets"][photos.name] = {"label": photos.label or photos.name, "photos": len(photos.items),
                                         "classes": len({item.label for item in photos.items}),
                                         "base": base_scores, "tuned": tuned_scores,
                                         **verdict(base_scores, tuned_scores, tolerance)}
@@ -152,8 +154,7 @@ def _plot(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(names)), 3.5))
     for offset, key, label in ((-0.2, "base", results["base"]), (0.2, "tuned", results["heads"])):
         ax.bar(x + offset, [results["sets"][n][key]["f1@10"] for n in names], width=0.4, label=label)
-    ax.set_xticks(x, [Path(n.split(" as ")[0]).name + (" (thumbs)" if " as " in n else "") for n in names],
-                  fontsize=8)
+    ax.set_xticks(x, [results["sets"][n].get("label", n) for n in names], fontsize=8)
     ax.set_ylabel("zero-shot F1@10")
     ax.set_ylim(0, 1)
     ax.set_title("Untrained classes: base vs fine-tuned encoder")

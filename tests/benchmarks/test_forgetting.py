@@ -71,6 +71,7 @@ def test_the_default_keeps_sharp_photos_at_the_base_and_is_shippable(general_fol
     assert sharp["tuned"] == sharp["base"]  # the default gates its tuned terms to thumbnails
     assert thumbs["tuned"] != thumbs["base"]
     assert sharp["photos"] == thumbs["photos"] == CLASSES
+    assert (sharp["label"], thumbs["label"]) == (general_folder.name, f"{general_folder.name} (64 px)")
     assert results["shippable"] == all(s["within_tolerance"] for s in (sharp, thumbs))
     assert json.loads((tmp_path / "forgetting.json").read_text())["sets"].keys() == results["sets"].keys()
     table = (tmp_path / "forgetting.md").read_text()
