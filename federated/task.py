@@ -39,8 +39,8 @@ STRATEGIES = ("fedavg", "fedprox", "fedavgm")
 CLIENT_WEIGHTINGS = ("examples", "uniform")
 BASE_VERSION_KEY = "base-version"  # the server pins the base heads; clients refuse another one
 NUM_EXAMPLES_KEY = "num-examples"  # how many photos a client trained on (reported, not a weight)
-# The weight the server averages client updates (and metrics) with: the client's photo count
-# (FedAvg's weighting) or 1 for every client (``client-weighting = "uniform"``).
+# The weight the server averages client updates with: the client's photo count (FedAvg's weighting)
+# or 1 for every client (``client-weighting = "uniform"``); metrics are always averaged per photo.
 AGGREGATION_WEIGHT_KEY = "aggregation-weight"
 # Share of a client's photos that are thumbnails; its example-weighted mean over clients says which
 # photos the trained image terms fit (small_photos.trained_photo_kind).
