@@ -36,7 +36,9 @@ BASE_HEADS_PATH = WEIGHTS_DIR / "lite-heads.pt"  # the zero-shot base: never saw
 # and thumbnails get the generic direction back (tuned_offset) so both kinds rank together.
 FEDERATED_HEADS_PATH = WEIGHTS_DIR / "fed-heads-95b939ca4374.pt"
 DEFAULT_HEADS_PATH = FEDERATED_HEADS_PATH  # what encoders load when no heads are named
-MAX_TUNED_BLOCKS = 4  # the blocks after the last downsampling: their input maps are 7x7 at 224 px (~19 KB a photo)
+# Stage 5 onward (blocks 11-15): block 11 downsamples, so its input maps are 112x14x14 at 224 px
+# (~44 KB a photo); the later blocks read 7x7 maps (~19 KB a photo for the first of them).
+MAX_TUNED_BLOCKS = 5
 
 
 @dataclass

@@ -29,23 +29,25 @@ def _photos(demo_dir: Path, count: int = 3) -> list:
 def test_tuned_blocks_must_sit_in_front_of_a_tuned_tower_head_and_stay_few() -> None:
     with pytest.raises(ValueError, match="only with tower_head"):
         HeadsConfig(tower_blocks=1)
-    with pytest.raises(ValueError, match="tower_blocks must be 0..4"):
-        HeadsConfig(tower_head=True, tower_blocks=5)
+    with pytest.raises(ValueError, match="tower_blocks must be 0..5"):
+        HeadsConfig(tower_head=True, tower_blocks=6)
     assert HeadsConfig(tower_head=True, tower_blocks=2).first_tuned_block == 14
+    assert HeadsConfig(tower_head=True, tower_blocks=5).first_tuned_block == 11
     assert HeadsConfig(tower_head=True).first_tuned_block == 16
 
 
-def test_fresh_blocks_reproduce_the_tower_and_never_update_its_statistics(lite_encoder, demo_dir) -> None:
+@pytest.mark.parametrize("count", [2, 5])  # 5: from block 11, which downsamples 14x14 maps to 7x7
+def test_fresh_blocks_reproduce_the_tower_and_never_update_its_statistics(lite_encoder, demo_dir, count: int) -> None:
     from middleware.encoder.preprocess import images_to_array
 
     tower = lite_encoder.image_tower
     batch = images_to_array(_photos(demo_dir, 2))
-    blocks = TowerBlocks(2)
+    blocks = TowerBlocks(count)
     blocks.copy_from_tower(tower.model)
     blocks.train()  # BatchNorm must keep the tower's statistics even in training mode
     bn = next(m for m in blocks.modules() if isinstance(m, torch.nn.BatchNorm2d))
     before = bn.running_mean.clone()
-    out = blocks(torch.from_numpy(tower.block_input_maps(batch, 14))).detach().numpy()
+    out = blocks(torch.from_numpy(tower.block_input_maps(batch, 16 - count))).detach().numpy()
     np.testing.assert_allclose(out, tower.prehead_maps(batch), atol=1e-4)
     assert torch.equal(bn.running_mean, before)
 

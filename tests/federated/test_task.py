@@ -158,7 +158,7 @@ def test_tower_block_runs_train_and_exchange_the_last_blocks(stores: Path, base_
     before = heads.tower_blocks.blocks[0]._project_conv.weight.detach().clone()
     task.train(heads, data, settings)
     assert not torch.equal(before, heads.tower_blocks.blocks[0]._project_conv.weight)
-    with pytest.raises(FederatedError, match="tower-blocks must be 0..4, and > 0 only with tower-head"):
+    with pytest.raises(FederatedError, match="tower-blocks must be 0..5, and > 0 only with tower-head"):
         task.FederatedSettings.from_config({"tower-blocks": 1})
 
 
