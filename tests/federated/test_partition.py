@@ -10,6 +10,7 @@ import pytest
 
 from federated.partition import PARTITION_FILE, load_partition, partition_indices
 from middleware.datasets import LabelledImage, scan_image_folder
+from middleware.encoder.heads import MAX_TUNED_BLOCKS
 from pmirs.errors import DatasetError, FederatedError
 
 
@@ -111,4 +112,5 @@ def test_the_cli_refuses_tower_blocks_without_the_tower_head(photos: Path, tmp_p
     assert main(["federated", "prepare", "--data", str(photos), "--out", str(out), "--tower-blocks", "1"]) == 2
     assert "add --tower-head" in capsys.readouterr().err and not out.exists()
     with pytest.raises(SystemExit):
-        main(["federated", "prepare", "--data", str(photos), "--out", str(out), "--tower-head", "--tower-blocks", "5"])
+        main(["federated", "prepare", "--data", str(photos), "--out", str(out), "--tower-head", "--tower-blocks",
+              str(MAX_TUNED_BLOCKS + 1)])
