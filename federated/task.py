@@ -267,6 +267,8 @@ def test(heads: DualHeads, data: TrainingExamples, seed: int = 0) -> dict[str, f
     loss = ClipLoss()(image, text, heads.logit_scale, torch.from_numpy(data.labels))
     class_text = heads.encode_text(torch.from_numpy(class_means(data.phrases)))
     top1 = (image @ class_text.T).argmax(dim=1).numpy() == data.labels
+    # Flower checks every reply for the strategy's weight key; evaluation metrics are averaged per photo
+    # (server_app.per_photo_metrics), so the value here only has to be present.
     return {"eval-loss": float(loss), "eval-top1": float(top1.mean()), NUM_EXAMPLES_KEY: len(data),
             AGGREGATION_WEIGHT_KEY: len(data)}
 
