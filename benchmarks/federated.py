@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -77,31 +78,34 @@ def _centralized(base, parts_root: Path, settings: dict, rounds: int, scorer: Sc
     """Upper bound: the same training loop on the union of every client's store, no Flower (local-epochs
     passes over the union per round; local-steps only paces federated clients)."""
     from federated.partition import load_partition
-    from federated.task import FederatedSettings, build_heads, make_examples
-    from middleware.encoder.training import TrainConfig, train_epochs
+    from federated.task import FederatedSettings, build_heads, make_examples, train_config, training_view
+    from middleware.encoder.training import train_epochs
 
     stores = [load_partition(d) for d in sorted(parts_root.iterdir())]
     classes = sorted({c for s in stores for c in s.classes})
-    conse, pooled, maps, labels, phrase_emb = [], [], [], [], {}
+    conse, pooled, maps, mirrored, labels, phrase_emb = [], [], [], [], [], {}
     for store in stores:
         data = make_examples(store, base)
         conse.append(data.conse)
         pooled.append(data.pooled)
         maps.append(data.maps)
+        mirrored.append(data.mirrored_maps)
         labels.append(np.asarray([classes.index(store.classes[k]) for k in store.labels]))
         for k, name in enumerate(store.classes):
             phrase_emb[name] = store.phrase_emb[store.phrase_owner == k]
     emb = np.concatenate([phrase_emb[c] for c in classes])
     own = np.concatenate([np.full(len(phrase_emb[c]), i) for i, c in enumerate(classes)])
-    union = TrainingExamples(np.concatenate(conse), np.concatenate(pooled), np.concatenate(labels),
-                             PhraseBank(emb, own), None if maps[0] is None else np.concatenate(maps))
+    def joined(arrays: list) -> np.ndarray | None:
+        return None if arrays[0] is None else np.concatenate(arrays)
+
     s = FederatedSettings.from_config(settings)
+    union = training_view(TrainingExamples(np.concatenate(conse), np.concatenate(pooled), np.concatenate(labels),
+                                           PhraseBank(emb, own), joined(maps), mirrored_maps=joined(mirrored)), s)
     heads = build_heads(base, s)
     history, seconds = [scorer(heads)], []
     for r in range(rounds):
         started = time.perf_counter()
-        train_epochs(heads, union, TrainConfig(epochs=s.local_epochs, batch_size=s.batch_size,
-                                               lr=s.learning_rate, anchor=s.anchor, seed=r))
+        train_epochs(heads, union, replace(train_config(s, seed=r), steps=0))
         seconds.append(time.perf_counter() - started)
         history.append(scorer(heads))
         print(f"  centralized round {r + 1}/{rounds}: mean F1@5 {history[-1]['mean_f1']['5']:.3f}", flush=True)
@@ -162,6 +166,7 @@ def run_federated_benchmark(
     settings = {"num-server-rounds": rounds, "fraction-evaluate": 0.0, **(settings or {})}
     base = load_base(settings.get("heads-path"))
     with_maps = bool(settings.get("tower-head"))
+    mirrored = bool(settings.get("mirror"))
     first_block = TOWER_BLOCKS - int(settings.get("tower-blocks", 0))
     print(f"base heads {base.version}; loading cached features"
           f"{f' and input maps of block {first_block}' if with_maps else ''}", flush=True)
@@ -170,7 +175,8 @@ def run_federated_benchmark(
     def split(name: str, per_class: int | None) -> tuple[list, TowerOutputs]:
         items = limit_per_class(scan_image_folder(data_root / name), per_class)
         return items, tower_outputs(items, image_tower, feature_cache, with_maps, desc=f"features {name}",
-                                    small_photos=small_photo_layer(base), first_block=first_block)
+                                    small_photos=small_photo_layer(base), first_block=first_block,
+                                    mirrored=mirrored and name == "train")
 
     train, val, heldout = split("train", train_per_class), split("val", None), split("pretrain", heldout_per_class)
     raw_texts = TextMemo(TextTower().encode)
@@ -241,6 +247,11 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
                         help="every run also tunes the image tower's last conv layer (caches pre-head maps)")
     parser.add_argument("--tower-blocks", type=int, default=0, metavar="K",
                         help="with --tower-head: every run also tunes the tower's last K MBConv blocks")
+    parser.add_argument("--tower-lr-scale", type=float, default=1.0,
+                        help="the tuned tower layers learn at --learning-rate x this")
+    parser.add_argument("--mirror", action="store_true",
+                        help="with --tower-head: train on each photo or its mirror image at random "
+                             "(caches the mirror images' maps too)")
     parser.add_argument("--train-text", action="store_true", help="every run also tunes the text head")
     parser.add_argument("--dp-noise", type=float, default=0.05, help="DP noise multiplier of the DP run")
     parser.add_argument("--dp-clip", type=float, default=0.5, help="DP clipping norm of the DP run")
@@ -256,7 +267,7 @@ def _main(args: argparse.Namespace) -> int:
     settings = {"local-epochs": args.local_epochs, "local-steps": args.local_steps,
                 "client-weighting": args.client_weighting, "learning-rate": args.learning_rate, "anchor": args.anchor,
                 "heads-path": args.heads, "tower-head": args.tower_head, "tower-blocks": args.tower_blocks,
-                "train-text": args.train_text}
+                "tower-lr-scale": args.tower_lr_scale, "mirror": args.mirror, "train-text": args.train_text}
     results = run_federated_benchmark(
         args.data, args.out, args.feature_cache, args.work_dir, args.clients, args.rounds, settings,
         dp_noise=args.dp_noise, dp_clip=args.dp_clip, runs=[r for r in args.runs.split(",") if r],

@@ -68,7 +68,7 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         task.check_base(base, config.get(task.BASE_VERSION_KEY))
         data = task.make_examples(load_partition(partition_dir(context, settings)), base)
         heads = task.build_heads(base, settings)
-        task.check_store_maps(data, heads)
+        task.check_store_maps(data, heads, settings.mirror)
         return settings, heads, data
 
     @app.train(mods=[_optional_clipping])

@@ -25,7 +25,8 @@ PARTITION_SCHEMES = ("iid", "domain", "dirichlet")
 PARTITION_FILE = "partition.json"
 FEATURES_FILE = "features.npz"
 PHRASES_FILE = "phrases.npz"
-MAPS_FILE = "maps.npy"  # optional pre-head maps (n, 320, 7, 7) float16, for tuning the tower head
+MAPS_FILE = "maps.npy"  # optional input maps of the first tuned tower layer (n, c, h, w) float16
+MIRRORED_MAPS_FILE = "maps-mirrored.npy"  # optional: the same maps of each photo's mirror image
 PARTITION_FORMAT = "pmirs-fed-partition/2"  # /2 records how many photos took the small-photo path
 FROZEN_FEATURES = "frozen"  # stored features came from the frozen tower alone (no small-photo layer)
 
@@ -91,9 +92,10 @@ class ClientPartition:
     logits: np.ndarray  # (n, 1000) image-tower ImageNet logits (for ConSE)
     phrase_emb: np.ndarray  # (p, 384) raw text-tower embeddings of the class phrases
     phrase_owner: np.ndarray  # (p,) class index of each phrase, sorted
-    maps: np.ndarray | None = None  # (n, 320, 7, 7) float16 pre-head maps (memory-mapped), if stored
+    maps: np.ndarray | None = None  # (n, c, h, w) float16 tuned-layer input maps (memory-mapped), if stored
     features_for: str = FROZEN_FEATURES  # version of the base heads whose small-photo layer made them
     small_photos: int = 0  # how many photos took that small-photo path (the rest are sharp)
+    mirrored_maps: np.ndarray | None = None  # the maps of the mirror images (memory-mapped), if stored
 
     @property
     def small_share(self) -> float:
@@ -114,7 +116,8 @@ def write_partition(
 ) -> Path:
     """Write one client's store (photo list, tower outputs, phrase embeddings); returns the dir.
 
-    Pre-head maps (``outputs.maps``) are needed only by runs that tune the tower's last layer;
+    Input maps (``outputs.maps``, and ``outputs.mirrored_maps`` for mirroring) are needed only by
+    runs that tune the tower's last layers;
     ``features_for`` names the base heads whose small-photo layer computed the pooled features and
     logits, and the store records how many photos took that path.
     """
@@ -135,10 +138,11 @@ def write_partition(
     }
     np.savez(directory / FEATURES_FILE, pooled=outputs.pooled.astype(np.float16),
              logits=outputs.logits.astype(np.float16))
-    if outputs.maps is not None:
-        np.save(directory / MAPS_FILE, np.asarray(outputs.maps, dtype=np.float16))
-    else:
-        (directory / MAPS_FILE).unlink(missing_ok=True)
+    for name, maps in ((MAPS_FILE, outputs.maps), (MIRRORED_MAPS_FILE, outputs.mirrored_maps)):
+        if maps is not None:
+            np.save(directory / name, np.asarray(maps, dtype=np.float16))
+        else:
+            (directory / name).unlink(missing_ok=True)
     np.savez(directory / PHRASES_FILE, embeddings=np.asarray(encode_texts(phrases), dtype=np.float32),
              owner=np.asarray(owner))
     (directory / PARTITION_FILE).write_text(json.dumps(listing, indent=1) + "\n")
@@ -171,17 +175,19 @@ def load_partition(directory: str | Path) -> ClientPartition:
         phrases = np.load(directory / PHRASES_FILE)
         pooled, logits = features["pooled"].astype(np.float32), features["logits"].astype(np.float32)
         phrase_emb, phrase_owner = phrases["embeddings"].astype(np.float32), phrases["owner"]
-        maps = np.load(directory / MAPS_FILE, mmap_mode="r") if (directory / MAPS_FILE).is_file() else None
+        maps, mirrored = (np.load(directory / name, mmap_mode="r") if (directory / name).is_file() else None
+                          for name in (MAPS_FILE, MIRRORED_MAPS_FILE))
     except (OSError, ValueError, KeyError) as exc:
         raise DatasetError(f"not a federated partition store: {directory} ({exc})") from exc
     classes = list(listing["classes"])
     items = [LabelledImage(Path(i["path"]), i["label"], i.get("domain")) for i in listing["items"]]
     index = {label: k for k, label in enumerate(classes)}
     labels = np.asarray([index[i.label] for i in items])
-    if len(pooled) != len(items) or len(logits) != len(items) or (maps is not None and len(maps) != len(items)):
-        raise DatasetError(f"partition store {directory} lists {len(items)} photos but holds {len(pooled)} features")
+    if any(array is not None and len(array) != len(items) for array in (pooled, logits, maps, mirrored)):
+        raise DatasetError(f"partition store {directory} lists {len(items)} photos but holds features of another "
+                           "number of photos")
     return ClientPartition(items, classes, labels, pooled, logits, phrase_emb, phrase_owner, maps,
-                           listing.get("features_for", FROZEN_FEATURES), int(listing["small_photos"]))
+                           listing.get("features_for", FROZEN_FEATURES), int(listing["small_photos"]), mirrored)
 
 
 def write_partitions(

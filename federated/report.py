@@ -19,12 +19,13 @@ def federated_markdown(results: dict) -> str:
     blocks = int(settings.get("tower-blocks", 0))
     trained = "image heads" + (" + tower's last conv layer" if settings.get("tower-head") else "") + (
         f" + its last {blocks} MBConv block(s)" if blocks else "") + (
-        " + text head" if settings.get("train-text") else "")
+        " + text head" if settings.get("train-text") else "") + (
+        ", photos mirrored at random" if settings.get("mirror") else "")
     lines = [f"# Federated fine-tuning: {results['clients']} clients, {results['rounds']} rounds "
              f"(base heads `{results['base_version']}`)", "",
              f"Trained: {trained}; {_local_work(settings)} per round, learning rate "
-             f"{settings.get('learning-rate', '?')}, anchor {settings.get('anchor', '?')}; client updates "
-             f"weighted by {_weighting(settings)}.", ""]
+             f"{settings.get('learning-rate', '?')}{_tower_lr(settings)}, anchor {settings.get('anchor', '?')}; "
+             f"client updates weighted by {_weighting(settings)}.", ""]
     head = " | ".join(f"{d} F1@5 | {d} F1@10" for d in domains)
     lines += [f"| run | {head} | mean F1@5 | mean F1@10 | mean mAP | held-out F1@10 | s/round |",
               "|---|" + "---|" * (2 * len(domains) + 5)]
@@ -50,6 +51,11 @@ def federated_markdown(results: dict) -> str:
 def _local_work(settings: dict) -> str:
     steps = int(settings.get("local-steps", 0))
     return f"{steps} local steps" if steps else f"{settings.get('local-epochs', '?')} local epoch(s)"
+
+
+def _tower_lr(settings: dict) -> str:
+    scale = float(settings.get("tower-lr-scale", 1.0))
+    return f" (tuned tower layers x{scale:g})" if scale != 1.0 and settings.get("tower-head") else ""
 
 
 def _weighting(settings: dict) -> str:

@@ -75,6 +75,8 @@ class FederatedSettings:
     secagg_max_weight: int = 5000  # SecAgg+ bound on a client's example count (quantisation scale)
     tower_head: bool = False  # also tune the image tower's last conv layer (stores need pre-head maps)
     tower_blocks: int = 0  # with tower-head: also tune this many last MBConv blocks (stores need their input maps)
+    tower_lr_scale: float = 1.0  # the tuned tower layers learn at learning-rate x this
+    mirror: bool = False  # with tower-head: read each photo or its mirror image at random (stores need both maps)
     train_text: bool = False  # also tune the text head (off: queries keep the base's text space)
     heads_path: str = ""  # base heads checkpoint ("" = the shipped zero-shot base)
     out_dir: str = ""  # where the aggregated checkpoint + manifest go ("" = not saved)
@@ -122,6 +124,10 @@ class FederatedSettings:
             raise FederatedError("DP needs a noise multiplier >= 0 and a positive clipping norm")
         if not 0 <= self.tower_blocks <= MAX_TUNED_BLOCKS or (self.tower_blocks and not self.tower_head):
             raise FederatedError(f"tower-blocks must be 0..{MAX_TUNED_BLOCKS}, and > 0 only with tower-head")
+        if self.tower_lr_scale <= 0:
+            raise FederatedError("tower-lr-scale must be > 0")
+        if self.mirror and not self.tower_head:
+            raise FederatedError("mirror flips the tuned tower layers' input maps: it needs tower-head")
         if self.dp and self.client_weighting != "uniform":
             raise FederatedError("central DP calibrates its noise to the unweighted mean of the clipped updates: "
                                  "set client-weighting to \"uniform\" for DP runs")
@@ -220,18 +226,23 @@ def make_examples(partition: ClientPartition, base: HeadsCheckpoint) -> Training
         phrases=PhraseBank(partition.phrase_emb, partition.phrase_owner),
         maps=partition.maps,
         small_share=partition.small_share,
+        mirrored_maps=partition.mirrored_maps,
     )
 
 
-def check_store_maps(data: TrainingExamples, heads: DualHeads) -> None:
+def check_store_maps(data: TrainingExamples, heads: DualHeads, mirror: bool = False) -> None:
     """Refuse a store whose maps (or lack of them) do not fit what the heads tune.
 
     Raises:
-        FederatedError: the run tunes tower layers and the store holds no maps, or maps of another block.
+        FederatedError: the run tunes tower layers and the store holds no maps, or maps of another block,
+            or the run mirrors photos and the store holds no mirror-image maps.
     """
     channels = heads.maps_channels
     if channels is None:
         return
+    if mirror and data.mirrored_maps is None:
+        raise FederatedError("this run mirrors photos but this client's store holds no mirror-image maps: "
+                             "rebuild it with --mirror")
     found = None if data.maps is None else data.maps.shape[1]
     if found != channels:
         what = "no maps" if found is None else f"maps with {found} channels"
@@ -244,11 +255,21 @@ def train(heads: DualHeads, data: TrainingExamples, settings: FederatedSettings,
           seed: int = 0) -> dict[str, float]:
     """Train the heads in place on one client's examples; returns metrics for the server."""
     started = time.perf_counter()
-    config = TrainConfig(epochs=settings.local_epochs, steps=settings.local_steps, batch_size=settings.batch_size,
-                         lr=settings.learning_rate, anchor=settings.anchor, proximal_mu=proximal_mu, seed=seed)
-    loss = train_epochs(heads, data, config)
+    loss = train_epochs(heads, training_view(data, settings), train_config(settings, proximal_mu, seed))
     return {"train-loss": float(loss), NUM_EXAMPLES_KEY: len(data), AGGREGATION_WEIGHT_KEY: aggregation_weight(
         settings, len(data)), SMALL_SHARE_KEY: float(data.small_share), "train-seconds": time.perf_counter() - started}
+
+
+def train_config(settings: FederatedSettings, proximal_mu: float = 0.0, seed: int = 0) -> TrainConfig:
+    """The optimiser settings of one client round (or one centralized round) under ``settings``."""
+    return TrainConfig(epochs=settings.local_epochs, steps=settings.local_steps, batch_size=settings.batch_size,
+                       lr=settings.learning_rate, tower_lr_scale=settings.tower_lr_scale, anchor=settings.anchor,
+                       proximal_mu=proximal_mu, seed=seed)
+
+
+def training_view(data: TrainingExamples, settings: FederatedSettings) -> TrainingExamples:
+    """``data`` as this run trains on it: without mirror-image maps unless the run mirrors photos."""
+    return data if settings.mirror else replace(data, mirrored_maps=None)
 
 
 def aggregation_weight(settings: FederatedSettings, num_examples: int) -> int:

@@ -40,6 +40,11 @@ def resampled_format(feature_format: str, resample: str) -> str:
     return feature_format if resample == DEFAULT_RESAMPLING else f"{feature_format}+{resample}"
 
 
+def mirrored_format(feature_format: str) -> str:
+    """The cache format of the same features computed from the photos' mirror images."""
+    return f"{feature_format}+mirrored"
+
+
 def _folder_cache_path(cache_dir: Path, folder: Path, image_size: int, feature_format: str) -> Path:
     digest = hashlib.sha256(f"{feature_format}:{image_size}:{folder.resolve()}".encode()).hexdigest()[:20]
     return cache_dir / f"{digest}.npz"
@@ -141,12 +146,15 @@ class TowerOutputs:
     logits: np.ndarray  # (n, 1000) ImageNet logits (ConSE reads them)
     maps: np.ndarray | None  # (n, c, h, w) input maps of the first tuned block, only when tuning the tower
     small: np.ndarray | None = None  # (n,) which photos took the small-photo path; None without one
+    mirrored_maps: np.ndarray | None = None  # the same maps of each photo's mirror image (augmentation)
 
     def select(self, index: np.ndarray) -> TowerOutputs:
         """The outputs of the photos at ``index`` (e.g. one client's share)."""
-        return TowerOutputs(self.pooled[index], self.logits[index],
-                            None if self.maps is None else self.maps[index],
-                            None if self.small is None else self.small[index])
+        def rows(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array[index]
+
+        return TowerOutputs(self.pooled[index], self.logits[index], rows(self.maps), rows(self.small),
+                            rows(self.mirrored_maps))
 
     @property
     def small_count(self) -> int:
@@ -164,6 +172,7 @@ def tower_outputs(
     small_photos: SmallPhotoLayer | None = None,
     resample: str = DEFAULT_RESAMPLING,
     first_block: int = TOWER_BLOCKS,
+    mirrored: bool = False,
 ) -> TowerOutputs:
     """Cached tower outputs for ``items``: one tower pass per new photo, whichever format is cached.
 
@@ -172,8 +181,26 @@ def tower_outputs(
     (milliseconds); otherwise it keeps only the pooled features. Photos are
     resized to ``image_size`` with ``resample``. With a ``small_photos`` layer, the photos it
     applies to take the small-photo path (their maps at its input size and filter, through its
-    head); maps are then returned only when all photos take one path.
+    head); maps are then returned only when all photos take one path. ``mirrored`` (with maps) also
+    returns the maps of every photo's mirror image, so training can flip photos at random without
+    a tower pass per step.
     """
+    if mirrored and not with_maps:
+        raise ValueError("mirrored maps need with_maps")
+    outputs = _tower_outputs(items, tower, cache_dir, with_maps, image_size, desc, small_photos, resample, first_block)
+    if mirrored:
+        # The mirror images take the same path (size, filter) as the photos themselves.
+        on_small_path = outputs.small is not None and bool(outputs.small.all())
+        size, filter_ = ((small_photos.input_size, small_photos.resample) if on_small_path
+                         else (image_size, resample if small_photos is None else DEFAULT_RESAMPLING))
+        outputs.mirrored_maps = _cached_maps(items, tower, cache_dir, size, filter_, first_block,
+                                             f"{desc} (mirrored)", mirror=True)
+    return outputs
+
+
+def _tower_outputs(items: Sequence[LabelledImage], tower: ImageTower, cache_dir: str | Path, with_maps: bool,
+                   image_size: int, desc: str, small_photos: SmallPhotoLayer | None, resample: str,
+                   first_block: int) -> TowerOutputs:
     if small_photos is None:
         return _frozen_outputs(items, tower, cache_dir, with_maps, image_size, desc, resample, first_block)
     small = small_photos.applies_to(photo_sizes(items))
@@ -193,6 +220,23 @@ def tower_outputs(
     return TowerOutputs(pooled, tower.logits_from_pooled(pooled), maps if with_maps else None, small)
 
 
+def _cached_maps(items: Sequence[LabelledImage], tower: ImageTower, cache_dir: str | Path, image_size: int,
+                 resample: str, first_block: int, desc: str, mirror: bool = False) -> np.ndarray:
+    """Cached input maps of block ``first_block`` for ``items`` (of their mirror images with ``mirror``)."""
+    from PIL import ImageOps
+
+    from middleware.encoder.preprocess import images_to_array
+
+    def maps_of(images: list) -> np.ndarray:
+        if mirror:
+            images = [ImageOps.mirror(image) for image in images]
+        return tower.block_input_maps(images_to_array(images, size=image_size, resample=resample), first_block)
+
+    feature_format = resampled_format(maps_format(first_block), resample)
+    return cached_image_features(items, maps_of, cache_dir, image_size, desc=desc,
+                                 feature_format=mirrored_format(feature_format) if mirror else feature_format)
+
+
 def _frozen_outputs(items: Sequence[LabelledImage], tower: ImageTower, cache_dir: str | Path, with_maps: bool,
                     image_size: int, desc: str, resample: str = DEFAULT_RESAMPLING,
                     first_block: int = TOWER_BLOCKS) -> TowerOutputs:
@@ -202,9 +246,7 @@ def _frozen_outputs(items: Sequence[LabelledImage], tower: ImageTower, cache_dir
         return images_to_array(images, size=image_size, resample=resample)
 
     if with_maps:
-        maps = cached_image_features(items, lambda ims: tower.block_input_maps(tower_input(ims), first_block),
-                                     cache_dir, image_size, desc=desc,
-                                     feature_format=resampled_format(maps_format(first_block), resample))
+        maps = _cached_maps(items, tower, cache_dir, image_size, resample, first_block, desc)
         pooled = tower.pooled_from_maps(tower.frozen_tail(maps, first_block))
     else:
         maps = None

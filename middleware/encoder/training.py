@@ -59,16 +59,26 @@ class ImageExamples:
 
     conse: np.ndarray  # (n, dim) ConSE image embeddings (frozen)
     pooled: np.ndarray  # (n, 1280) pooled tower features (frozen)
-    maps: np.ndarray | None = None  # (n, 320, 7, 7) pre-head maps, float16: only to tune the tower head
+    maps: np.ndarray | None = None  # (n, c, h, w) input maps of the first tuned tower layer, float16
+    mirrored_maps: np.ndarray | None = None  # the same maps of each photo's mirror image (augmentation)
 
-    def embed(self, heads: DualHeads, idx: np.ndarray | slice = slice(None)) -> torch.Tensor:
-        """Unit-norm embeddings of rows ``idx`` (with gradients): the tuned tower head reads maps."""
+    def embed(self, heads: DualHeads, idx: np.ndarray | slice = slice(None),
+              mirror: np.ndarray | None = None) -> torch.Tensor:
+        """Unit-norm embeddings of rows ``idx`` (with gradients): the tuned tower layers read maps.
+
+        ``mirror`` (a mask over ``idx``) reads those photos' mirror-image maps instead; their ConSE
+        input stays the photo's own (a mirror image is the same thing to the frozen classifier).
+        """
         if heads.tower_head is None:
             features = self.pooled[idx]
         elif self.maps is None:
-            raise ValueError("these heads tune the tower's last layer, but the examples hold no pre-head maps")
+            raise ValueError("these heads tune the tower's last layers, but the examples hold no input maps")
         else:
-            features = self.maps[idx]
+            features = np.array(self.maps[idx], dtype=np.float32)
+            if mirror is not None and mirror.any():
+                if self.mirrored_maps is None:
+                    raise ValueError("mirroring needs the examples' mirror-image maps")
+                features[mirror] = self.mirrored_maps[np.asarray(idx)[mirror]]
         pooled = heads.pooled_features(torch.from_numpy(np.asarray(features, dtype=np.float32)))
         return heads.encode_image(torch.from_numpy(np.asarray(self.conse[idx], dtype=np.float32)), pooled)
 
@@ -81,8 +91,9 @@ class TrainingExamples:
     pooled: np.ndarray  # (n, 1280) pooled tower features (frozen)
     labels: np.ndarray  # (n,) class index into the phrase bank
     phrases: PhraseBank
-    maps: np.ndarray | None = None  # (n, 320, 7, 7) pre-head maps, float16: only to tune the tower head
+    maps: np.ndarray | None = None  # (n, c, h, w) input maps of the first tuned tower layer, float16
     small_share: float = 0.0  # share of thumbnails among these photos (which photos trained terms fit)
+    mirrored_maps: np.ndarray | None = None  # maps of the mirror images: training flips photos at random
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -90,7 +101,7 @@ class TrainingExamples:
     @property
     def images(self) -> ImageExamples:
         """The image side of these examples."""
-        return ImageExamples(self.conse, self.pooled, self.maps)
+        return ImageExamples(self.conse, self.pooled, self.maps, self.mirrored_maps)
 
 
 @dataclass
@@ -101,6 +112,7 @@ class TrainConfig:
     steps: int = 0  # > 0: exactly this many optimiser steps, passing over the data as often as needed
     batch_size: int = 256
     lr: float = 1e-3
+    tower_lr_scale: float = 1.0  # the tuned tower layers learn at lr x this (pretrained weights move less)
     anchor: float = 1e-2  # L2 pull of the residual weights toward zero (= toward ConSE)
     proximal_mu: float = 0.0  # FedProx: pull toward the round's global weights
     seed: int = 0
@@ -113,12 +125,15 @@ def train_epochs(
     config: TrainConfig,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> float:
-    """Train ``heads`` in place; returns the mean loss of the last epoch."""
+    """Train ``heads`` in place; returns the mean loss of the last epoch.
+
+    With mirror-image maps in ``data`` each photo is read mirrored with probability 1/2 per step.
+    """
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     loss_fn = ClipLoss()
     trainable = [p for p in heads.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
+    optimiser = torch.optim.AdamW(_parameter_groups(heads, config), lr=config.lr, weight_decay=0.0)
     global_params = [p.detach().clone() for p in trainable] if config.proximal_mu else None
     images = data.images
     heads.train()
@@ -135,7 +150,8 @@ def train_epochs(
             idx = order[start : start + config.batch_size]
             labels = data.labels[idx]
             text = torch.from_numpy(data.phrases.sample(labels, rng))
-            image_emb = images.embed(heads, idx)
+            mirror = rng.random(len(idx)) < 0.5 if images.mirrored_maps is not None else None
+            image_emb = images.embed(heads, idx, mirror)
             text_emb = heads.encode_text(text)
             loss = loss_fn(image_emb, text_emb, heads.logit_scale, torch.from_numpy(labels))
             total = loss + config.anchor * heads.residual_norm()
@@ -154,3 +170,13 @@ def train_epochs(
         epoch += 1
     heads.eval()
     return epoch_loss
+
+
+def _parameter_groups(heads: DualHeads, config: TrainConfig) -> list[dict]:
+    """Trainable parameters, the tuned tower layers in their own group at ``lr x tower_lr_scale``."""
+    tower = {id(p) for module in (heads.tower_head, heads.tower_blocks) if module is not None
+             for p in module.parameters()}
+    trainable = [p for p in heads.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in tower]},
+              {"params": [p for p in trainable if id(p) in tower], "lr": config.lr * config.tower_lr_scale}]
+    return [g for g in groups if g["params"]]

@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "default: uniform with --dp-noise (DP needs it), else examples")
     sim.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
     sim.add_argument("--learning-rate", type=float, default=1e-3)
+    sim.add_argument("--tower-lr-scale", type=float, default=1.0,
+                     help="the tuned tower layers learn at --learning-rate x this")
     sim.add_argument("--strategy", choices=("fedavg", "fedprox", "fedavgm"), default="fedavg")
     sim.add_argument("--proximal-mu", type=float, default=0.1, help="FedProx only")
     sim.add_argument("--server-momentum", type=float, default=0.9, help="FedAvgM only")
@@ -56,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep.add_argument("--data", required=True, help="<root>/<label>/*.jpg or <root>/<domain>/<label>/*.jpg")
     prep.add_argument("--out", required=True, help="the store directory (give it to the SuperNode)")
     prep.add_argument("--tower-head", action="store_true", help="keep pre-head maps (for --tower-head runs)")
-    _tower_blocks_arg(prep)
+    _tower_store_args(prep)
     prep.add_argument("--heads", default="", help="base heads of the run (default: the zero-shot base lite-heads.pt)")
     prep.set_defaults(func=_prepare)
 
@@ -80,20 +82,25 @@ def _partition_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature-cache", default="cache/features", help="cached tower features directory")
     parser.add_argument("--tower-head", action="store_true",
                         help="also tune the image tower's last conv layer (stores keep pre-head maps, ~31 KB/photo)")
-    _tower_blocks_arg(parser)
+    _tower_store_args(parser)
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _tower_blocks_arg(parser: argparse.ArgumentParser) -> None:
+def _tower_store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tower-blocks", type=int, default=0, choices=range(MAX_TUNED_BLOCKS + 1), metavar="K",
                         help="with --tower-head: also tune the tower's last K MBConv blocks "
                              f"(0..{MAX_TUNED_BLOCKS}; stores keep their input maps: ~19 KB/photo, ~44 KB for 5)")
+    parser.add_argument("--mirror", action="store_true",
+                        help="with --tower-head: stores also keep the maps of each photo's mirror image, and "
+                             "training reads one or the other at random (twice the store size)")
 
 
 def _first_block(args: argparse.Namespace) -> int:
     """The tower block whose input maps the stores keep (16 = the pre-head maps)."""
     if args.tower_blocks and not args.tower_head:
         raise UsageError("--tower-blocks tunes blocks in front of the tower's last conv layer: add --tower-head")
+    if args.mirror and not args.tower_head:
+        raise UsageError("--mirror flips the input maps of the tuned tower layers: add --tower-head")
     return TOWER_BLOCKS - args.tower_blocks
 
 
@@ -109,7 +116,7 @@ def _write_stores(args: argparse.Namespace, out: Path) -> list[Path]:
     items = limit_per_class(scan_image_folder(Path(args.data) / args.split), args.per_class or None)
     tower = tower_outputs(items, ImageTower(), args.feature_cache, with_maps=args.tower_head,
                           desc=f"features {args.split}", small_photos=small_photo_layer(base),
-                          first_block=_first_block(args))
+                          first_block=_first_block(args), mirrored=args.mirror)
     parts = partition_indices(items, args.clients, args.partition, args.alpha, args.seed)
     dirs = write_partitions(out, items, tower, parts, read_synonyms(args.data), TextTower().encode,
                             store_features_tag(base))
@@ -135,7 +142,8 @@ def _simulate(args: argparse.Namespace) -> int:
         "strategy": args.strategy, "proximal-mu": args.proximal_mu if args.strategy == "fedprox" else 0.0,
         "server-momentum": args.server_momentum,
         "dp-noise-multiplier": args.dp_noise, "dp-clipping-norm": args.dp_clip, "secagg": args.secagg,
-        "tower-head": args.tower_head, "tower-blocks": args.tower_blocks, "train-text": args.train_text,
+        "tower-head": args.tower_head, "tower-blocks": args.tower_blocks, "tower-lr-scale": args.tower_lr_scale,
+        "mirror": args.mirror, "train-text": args.train_text,
         "heads-path": args.heads, "partitions-root": str(root.resolve()),
         "out-dir": str(Path(args.out_dir).resolve()), "partition": args.partition, "seed": args.seed,
     }
@@ -157,7 +165,8 @@ def _prepare(args: argparse.Namespace) -> int:
     path = prepare_partition(
         args.out, args.data,
         lambda items: tower_outputs(items, image_tower, Path(args.out) / "feature-cache", with_maps=args.tower_head,
-                                    small_photos=small_photo_layer(base), first_block=first_block),
+                                    small_photos=small_photo_layer(base), first_block=first_block,
+                                    mirrored=args.mirror),
         TextTower().encode, store_features_tag(base),
     )
     print(f"client store ready: {path} (start the SuperNode with --node-config 'partition-dir=\"{path}\"')")

@@ -117,3 +117,34 @@ def test_small_photos_take_their_own_path_and_cache(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="one kind"):
         tower_outputs(items, tower, cache, with_maps=True, small_photos=layer)
     assert tower_outputs(items[:1], tower, cache, with_maps=True, small_photos=layer).maps.shape == (1, 320, 7, 7)
+
+
+class SidedTower(CountingTower):
+    """Maps that tell left from right: the mean of each photo's left half minus that of its right half."""
+
+    def block_input_maps(self, batch: np.ndarray, first: int) -> np.ndarray:
+        self.calls += len(batch)
+        half = batch.shape[-1] // 2
+        side = batch[..., :half].mean(axis=(1, 2, 3)) - batch[..., half:].mean(axis=(1, 2, 3))
+        return np.repeat(side[:, None, None, None], 192 * 49, 1).reshape(len(batch), 192, 7, 7)
+
+
+def test_mirrored_maps_are_the_mirror_images_maps_cached_apart(tmp_path: Path) -> None:
+    import pytest
+
+    items, tower, cache = _photos(tmp_path / "photos"), SidedTower(), tmp_path / "cache"
+    for k, item in enumerate(items):  # dark on the left for the first photo, on the right for the second
+        pixels = np.full((16, 16, 3), 220, dtype=np.uint8)
+        (pixels[:, :8] if k == 0 else pixels[:, 8:])[:] = 20
+        Image.fromarray(pixels).save(item.path)
+    out = tower_outputs(items, tower, cache, with_maps=True, first_block=15, mirrored=True)
+    assert tower.calls == 4 and out.mirrored_maps.shape == out.maps.shape == (2, 192, 7, 7)
+    assert out.maps[0, 0, 0, 0] < -1 and out.maps[1, 0, 0, 0] > 1  # the photos really are sided
+    np.testing.assert_allclose(out.mirrored_maps, -out.maps, rtol=1e-2)
+    plain = tower_outputs(items, tower, cache, with_maps=True, first_block=15)
+    assert plain.mirrored_maps is None and tower.calls == 4  # the photos' own maps were not overwritten
+    np.testing.assert_allclose(plain.maps, out.maps, rtol=1e-3)  # float16 in the cache
+    assert tower_outputs(items, tower, cache, with_maps=True, first_block=15, mirrored=True).select(
+        np.array([1])).mirrored_maps.shape == (1, 192, 7, 7) and tower.calls == 4
+    with pytest.raises(ValueError, match="need with_maps"):
+        tower_outputs(items, tower, cache, mirrored=True)

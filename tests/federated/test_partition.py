@@ -111,6 +111,25 @@ def test_the_cli_refuses_tower_blocks_without_the_tower_head(photos: Path, tmp_p
     out = tmp_path / "store"
     assert main(["federated", "prepare", "--data", str(photos), "--out", str(out), "--tower-blocks", "1"]) == 2
     assert "add --tower-head" in capsys.readouterr().err and not out.exists()
+    assert main(["federated", "prepare", "--data", str(photos), "--out", str(out), "--mirror"]) == 2
+    assert "--mirror flips the input maps" in capsys.readouterr().err and not out.exists()
     with pytest.raises(SystemExit):
         main(["federated", "prepare", "--data", str(photos), "--out", str(out), "--tower-head", "--tower-blocks",
               str(MAX_TUNED_BLOCKS + 1)])
+
+
+def test_a_store_keeps_mirror_image_maps_only_when_given_them(tmp_path: Path, photos: Path, stub_towers) -> None:
+    from federated.partition import write_partition
+
+    stub_extract, stub_encode = stub_towers
+    items = scan_image_folder(photos)
+    outputs = stub_extract(items)
+    outputs.mirrored_maps = np.asarray(outputs.maps)[:, :, :, ::-1]
+    store = write_partition(tmp_path / "store", items, outputs, {}, stub_encode)
+    loaded = load_partition(store)
+    np.testing.assert_array_equal(loaded.mirrored_maps, outputs.mirrored_maps)
+    outputs.mirrored_maps = None
+    assert load_partition(write_partition(store, items, outputs, {}, stub_encode)).mirrored_maps is None
+    np.save(store / "maps-mirrored.npy", np.asarray(loaded.mirrored_maps)[:-1])
+    with pytest.raises(DatasetError, match="holds features of another number"):
+        load_partition(store)

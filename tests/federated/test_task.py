@@ -140,7 +140,7 @@ def test_tower_runs_refuse_stores_without_the_maps_they_read(tmp_path: Path, sto
     task.check_store_maps(without, task.build_heads(base, task.FederatedSettings()))
     with pytest.raises(FederatedError, match="holds no maps"):
         task.check_store_maps(without, blocks)
-    with pytest.raises(ValueError, match="no pre-head maps"):
+    with pytest.raises(ValueError, match="hold no input maps"):
         task.train(task.build_heads(base, task.FederatedSettings(tower_head=True)), without,
                    task.FederatedSettings(tower_head=True))
 
@@ -192,3 +192,58 @@ def test_stores_must_be_built_for_a_base_with_a_small_photo_layer(tmp_path: Path
     assert not torch.equal(heads.tower_head.conv.weight, small_before)
     assert torch.equal(heads.small_photo_head.conv.weight, small_before)  # frozen
     assert not any(k.startswith("small_photo_head") for k in task.exchange_state(heads))  # never travels
+
+
+def test_mirroring_reads_the_mirror_images_maps_only_when_the_run_asks(stores: Path, base_heads: Path) -> None:
+    """NaN mirror-image maps poison a run that mirrors and leave one that does not untouched."""
+    base = task.load_base(base_heads)
+    mirroring = task.FederatedSettings(local_epochs=1, batch_size=4, tower_head=True, mirror=True)
+    heads = task.build_heads(base, mirroring)
+    data = task.make_examples(load_partition(stores / "client-0"), base)
+    with pytest.raises(FederatedError, match="no mirror-image maps"):
+        task.check_store_maps(data, heads, mirror=True)
+    data.mirrored_maps = np.full_like(np.asarray(data.maps), np.nan)
+    task.check_store_maps(data, heads, mirror=True)
+    assert np.isnan(task.train(heads, data, mirroring)["train-loss"])
+    plain = replace(mirroring, mirror=False)
+    assert np.isfinite(task.train(task.build_heads(base, plain), data, plain)["train-loss"])
+    with pytest.raises(FederatedError, match="needs tower-head"):
+        task.FederatedSettings.from_config({"mirror": True})
+
+
+def test_a_mirrored_photo_embeds_as_its_mirror_images_maps(stores: Path, base_heads: Path) -> None:
+    from middleware.encoder.training import ImageExamples
+
+    base = task.load_base(base_heads)
+    heads = task.build_heads(base, task.FederatedSettings(tower_head=True))
+    data = task.make_examples(load_partition(stores / "client-0"), base)
+    flipped = np.asarray(data.maps)[:, :, :, ::-1].copy()
+    images = ImageExamples(data.conse, data.pooled, data.maps, flipped)
+    idx, mirror = np.array([2, 0, 1]), np.array([True, False, True])
+    with torch.no_grad():
+        heads.image_features.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+        mixed = images.embed(heads, idx, mirror)
+        as_flipped = ImageExamples(data.conse, data.pooled, flipped).embed(heads, idx)
+        as_given = images.embed(heads, idx)
+    assert torch.allclose(mixed[mirror], as_flipped[mirror]) and torch.allclose(mixed[~mirror], as_given[~mirror])
+    assert not torch.allclose(mixed[0], as_given[0])
+
+
+def test_tower_layers_learn_at_their_own_rate(stores: Path, base_heads: Path) -> None:
+    base = task.load_base(base_heads)
+    data = task.make_examples(load_partition(stores / "client-0"), base)
+
+    def moved(scale: float) -> tuple[float, float]:
+        settings = task.FederatedSettings(local_epochs=2, batch_size=4, tower_head=True, tower_lr_scale=scale)
+        heads = task.build_heads(base, settings)
+        tower, features = heads.tower_head.conv.weight.detach().clone(), heads.image_features.weight.detach().clone()
+        task.train(heads, data, settings)
+        return (float((heads.tower_head.conv.weight.detach() - tower).abs().max()),
+                float((heads.image_features.weight.detach() - features).abs().max()))
+
+    slow_tower, slow_features = moved(1e-6)
+    full_tower, full_features = moved(1.0)
+    assert slow_tower < 1e-6 < full_tower / 100
+    assert slow_features > 1e-4 and full_features > 1e-4  # the heads learn at the full rate either way
+    with pytest.raises(FederatedError, match="tower-lr-scale"):
+        task.FederatedSettings.from_config({"tower-lr-scale": 0.0})
