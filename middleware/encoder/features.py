@@ -103,17 +103,27 @@ def cached_image_features(
     cache_dir.mkdir(parents=True, exist_ok=True)
     caches, keys, missing = _cache_lookup(items, cache_dir, image_size, feature_format)
     if missing:
-        with tqdm(total=len(missing), desc=desc, unit="img") as progress:
-            for start in range(0, len(missing), batch_size):
-                chunk = missing[start : start + batch_size]
-                features = extract([open_image(items[i].path) for i in chunk])
-                for i, feature in zip(chunk, features, strict=True):
-                    caches[items[i].path.parent][keys[i]] = feature
-                progress.update(len(chunk))
-                touched = {items[i].path.parent for i in chunk}
-                for folder in touched:
-                    _save_folder_cache(_folder_cache_path(cache_dir, folder, image_size, feature_format),
-                                       caches[folder])
+        # A folder's file is rewritten once the pass moves past it (photos come folder by folder), not
+        # after every batch: with maps of ~44 KB per photo, per-batch rewrites cost more than the tower.
+        pending: set[Path] = set()
+
+        def save(folders: set[Path]) -> None:
+            for folder in folders:
+                _save_folder_cache(_folder_cache_path(cache_dir, folder, image_size, feature_format), caches[folder])
+
+        try:
+            with tqdm(total=len(missing), desc=desc, unit="img") as progress:
+                for start in range(0, len(missing), batch_size):
+                    chunk = missing[start : start + batch_size]
+                    features = extract([open_image(items[i].path) for i in chunk])
+                    for i, feature in zip(chunk, features, strict=True):
+                        caches[items[i].path.parent][keys[i]] = feature
+                    progress.update(len(chunk))
+                    touched = {items[i].path.parent for i in chunk}
+                    save(pending - touched)
+                    pending = touched
+        finally:  # an interrupted pass keeps what it computed
+            save(pending)
     if not items:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([caches[item.path.parent][keys[i]] for i, item in enumerate(items)]).astype(np.float32)

@@ -148,3 +148,39 @@ def test_mirrored_maps_are_the_mirror_images_maps_cached_apart(tmp_path: Path) -
         np.array([1])).mirrored_maps.shape == (1, 192, 7, 7) and tower.calls == 4
     with pytest.raises(ValueError, match="need with_maps"):
         tower_outputs(items, tower, cache, mirrored=True)
+
+
+def test_an_interrupted_pass_keeps_what_it_computed(tmp_path: Path) -> None:
+    import pytest
+
+    from middleware.encoder.features import cached_image_features
+
+    items, cache = _photos(tmp_path / "photos"), tmp_path / "cache"
+    calls = []
+
+    def extract(images: list) -> np.ndarray:
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user stops a long caching pass
+        return np.ones((len(images), 4))
+
+    with pytest.raises(KeyboardInterrupt):
+        cached_image_features(items, extract, cache, batch_size=1)
+    assert features_cached(items[:1], cache) and not features_cached(items, cache)
+    assert cached_image_features(items, extract, cache, batch_size=1).shape == (2, 4) and calls == [1, 1, 1]
+
+
+def test_a_folder_file_is_written_once_per_pass_not_per_batch(tmp_path: Path, monkeypatch) -> None:
+    import middleware.encoder.features as features
+
+    root = tmp_path / "photos" / "things" / "label0"
+    root.mkdir(parents=True)
+    for k in range(5):
+        Image.new("RGB", (16, 16), (40 * k, 0, 0)).save(root / f"{k}.png")
+    saved = []
+    real_save = features._save_folder_cache
+    monkeypatch.setattr(features, "_save_folder_cache", lambda path, cached: (saved.append(len(cached)),
+                                                                               real_save(path, cached)))
+    items = scan_image_folder(tmp_path / "photos")
+    features.cached_image_features(items, lambda images: np.ones((len(images), 4)), tmp_path / "cache", batch_size=2)
+    assert saved == [5] and features_cached(items, tmp_path / "cache")
