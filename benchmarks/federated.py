@@ -95,6 +95,7 @@ def _centralized(base, parts_root: Path, settings: dict, rounds: int, scorer: Sc
             phrase_emb[name] = store.phrase_emb[store.phrase_owner == k]
     emb = np.concatenate([phrase_emb[c] for c in classes])
     own = np.concatenate([np.full(len(phrase_emb[c]), i) for i, c in enumerate(classes)])
+
     def joined(arrays: list) -> np.ndarray | None:
         return None if arrays[0] is None else np.concatenate(arrays)
 
