@@ -133,7 +133,7 @@ def train_epochs(
     torch.manual_seed(config.seed)
     loss_fn = ClipLoss()
     trainable = [p for p in heads.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(_parameter_groups(heads, config), lr=config.lr, weight_decay=0.0)
+    optimiser = torch.optim.AdamW(_parameter_groups(heads, trainable, config), lr=config.lr, weight_decay=0.0)
     global_params = [p.detach().clone() for p in trainable] if config.proximal_mu else None
     images = data.images
     heads.train()
@@ -172,11 +172,10 @@ def train_epochs(
     return epoch_loss
 
 
-def _parameter_groups(heads: DualHeads, config: TrainConfig) -> list[dict]:
-    """Trainable parameters, the tuned tower layers in their own group at ``lr x tower_lr_scale``."""
+def _parameter_groups(heads: DualHeads, trainable: list[torch.nn.Parameter], config: TrainConfig) -> list[dict]:
+    """``trainable`` split in two groups: the tuned tower layers at ``lr x tower_lr_scale``, the rest at ``lr``."""
     tower = {id(p) for module in (heads.tower_head, heads.tower_blocks) if module is not None
              for p in module.parameters()}
-    trainable = [p for p in heads.parameters() if p.requires_grad]
     groups = [{"params": [p for p in trainable if id(p) not in tower]},
               {"params": [p for p in trainable if id(p) in tower], "lr": config.lr * config.tower_lr_scale}]
     return [g for g in groups if g["params"]]

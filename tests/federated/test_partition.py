@@ -131,5 +131,7 @@ def test_a_store_keeps_mirror_image_maps_only_when_given_them(tmp_path: Path, ph
     outputs.mirrored_maps = None
     assert load_partition(write_partition(store, items, outputs, {}, stub_encode)).mirrored_maps is None
     np.save(store / "maps-mirrored.npy", np.asarray(loaded.mirrored_maps)[:-1])
+    before = (store / "maps-mirrored.npy").read_bytes()
     with pytest.raises(DatasetError, match="holds features of another number"):
         load_partition(store)
+    assert (store / "maps-mirrored.npy").read_bytes() == before
