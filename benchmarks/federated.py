@@ -27,7 +27,7 @@ from middleware.encoder.base import TextMemo
 from middleware.encoder.conse import conse_embed
 from middleware.encoder.features import TowerOutputs
 from middleware.encoder.heads import DualHeads
-from middleware.encoder.training import ImageExamples, PhraseBank, TrainingExamples
+from middleware.encoder.training import LOSSES, ImageExamples, PhraseBank, TrainingExamples
 
 N_VALUES: tuple[int | str, ...] = (5, 10, 15, "all")
 DEFAULT_RUNS = ("centralized", "fedavg-iid", "fedavg-noniid", "fedprox-noniid", "fedavgm-noniid", "dp-iid",
@@ -244,6 +244,8 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
                         help="how client updates are averaged (the DP run is always uniform)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
+    parser.add_argument("--loss", choices=LOSSES, default="clip",
+                        help="clip: InfoNCE against a phrase per photo; class-ce: every own class a negative")
     parser.add_argument("--tower-head", action="store_true",
                         help="every run also tunes the image tower's last conv layer (caches pre-head maps)")
     parser.add_argument("--tower-blocks", type=int, default=0, metavar="K",
@@ -267,6 +269,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     settings = {"local-epochs": args.local_epochs, "local-steps": args.local_steps,
                 "client-weighting": args.client_weighting, "learning-rate": args.learning_rate, "anchor": args.anchor,
+                "loss": args.loss,
                 "heads-path": args.heads, "tower-head": args.tower_head, "tower-blocks": args.tower_blocks,
                 "tower-lr-scale": args.tower_lr_scale, "mirror": args.mirror, "train-text": args.train_text}
     results = run_federated_benchmark(

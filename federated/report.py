@@ -24,7 +24,8 @@ def federated_markdown(results: dict) -> str:
     lines = [f"# Federated fine-tuning: {results['clients']} clients, {results['rounds']} rounds "
              f"(base heads `{results['base_version']}`)", "",
              f"Trained: {trained}; {_local_work(settings)} per round, learning rate "
-             f"{settings.get('learning-rate', '?')}{_tower_lr(settings)}, anchor {settings.get('anchor', '?')}; "
+             f"{settings.get('learning-rate', '?')}{_tower_lr(settings)}, anchor {settings.get('anchor', '?')}, "
+             f"{settings.get('loss', 'clip')} loss; "
              f"client updates weighted by {_weighting(settings)}.", ""]
     head = " | ".join(f"{d} F1@5 | {d} F1@10" for d in domains)
     lines += [f"| run | {head} | mean F1@5 | mean F1@10 | mean mAP | held-out F1@10 | s/round |",
@@ -42,10 +43,18 @@ def federated_markdown(results: dict) -> str:
         if dp.get("enabled"):
             lines += ["", f"{name}: noise multiplier {dp['noise_multiplier']}, clipping norm {dp['clipping_norm']}, "
                           f"client-level epsilon {dp['epsilon']:.3g} at delta {dp['delta']:g} ({dp['accountant']})"]
-    best = results.get("best")
-    lines += ["", f"Best shippable federated checkpoint: `{best['checkpoint']}` ({best['run']})" if best
-              else "No federated checkpoint passed the forgetting check."]
+    lines += ["", _best_line(results)]
     return "\n".join(lines) + "\n"
+
+
+def _best_line(results: dict) -> str:
+    """Which federated checkpoint the benchmark would ship, or why none."""
+    best = results.get("best")
+    if best:
+        return f"Best shippable federated checkpoint: `{best['checkpoint']}` ({best['run']})"
+    if not any(run.get("checkpoint") for run in results["runs"].values()):
+        return "No federated run saved a checkpoint here (centralized and base runs are not shippable)."
+    return "No federated checkpoint passed the forgetting check."
 
 
 def _local_work(settings: dict) -> str:

@@ -1,9 +1,9 @@
 """Model, data, train and test for federated fine-tuning of the lite encoder's heads (no Flower).
 
 The towers stay frozen: a client trains only the zero-initialised residual heads
-(:class:`~middleware.encoder.heads.DualHeads`) on its cached tower outputs with the CLIP loss, via
-the one training loop in :mod:`middleware.encoder.training`. The ConSE class bank and the head
-shapes come from the base checkpoint, loaded at run time (never copied).
+(:class:`~middleware.encoder.heads.DualHeads`) on its cached tower outputs with the CLIP loss (or
+``loss = "class-ce"``), via the one training loop in :mod:`middleware.encoder.training`. The ConSE
+class bank and the head shapes come from the base checkpoint, loaded at run time (never copied).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from middleware.encoder.heads import (
 )
 from middleware.encoder.loss import ClipLoss
 from middleware.encoder.small_photos import SmallPhotoLayer
-from middleware.encoder.training import PhraseBank, TrainConfig, TrainingExamples, train_epochs
+from middleware.encoder.training import LOSSES, PhraseBank, TrainConfig, TrainingExamples, train_epochs
 from pmirs.errors import FederatedError
 
 STRATEGIES = ("fedavg", "fedprox", "fedavgm")
@@ -60,6 +60,7 @@ class FederatedSettings:
     batch_size: int = 256  # contrastive batch (in-batch negatives)
     learning_rate: float = 1e-3  # client AdamW learning rate
     anchor: float = 3e-2  # L2 pull of the residual heads toward zero (= the base); keeps held-out F1
+    loss: str = "clip"  # "clip" (InfoNCE, in-batch negatives) or "class-ce" (every own class a negative)
     strategy: str = "fedavg"  # "fedavg", "fedprox" or "fedavgm" (the last two for non-IID clients)
     proximal_mu: float = 0.0  # FedProx pull toward the round's global weights
     server_momentum: float = 0.9  # FedAvgM: momentum of the server's update (damps client drift)
@@ -113,6 +114,8 @@ class FederatedSettings:
         """Reject settings no run can use."""
         if self.strategy not in STRATEGIES:
             raise FederatedError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.loss not in LOSSES:
+            raise FederatedError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.client_weighting not in CLIENT_WEIGHTINGS:
             raise FederatedError(f"unknown client weighting {self.client_weighting!r}; choose one of "
                                  f"{', '.join(CLIENT_WEIGHTINGS)}")
@@ -264,7 +267,7 @@ def train_config(settings: FederatedSettings, proximal_mu: float = 0.0, seed: in
     """The optimiser settings of one client round (or one centralized round) under ``settings``."""
     return TrainConfig(epochs=settings.local_epochs, steps=settings.local_steps, batch_size=settings.batch_size,
                        lr=settings.learning_rate, tower_lr_scale=settings.tower_lr_scale, anchor=settings.anchor,
-                       proximal_mu=proximal_mu, seed=seed)
+                       proximal_mu=proximal_mu, loss=settings.loss, seed=seed)
 
 
 def training_view(data: TrainingExamples, settings: FederatedSettings) -> TrainingExamples:

@@ -1,4 +1,5 @@
-"""CLIP's symmetric InfoNCE loss, aware that a batch may hold several photos of one class."""
+"""Training objectives of the heads: CLIP's symmetric InfoNCE loss (aware that a batch may hold
+several photos of one class) and cross-entropy of each photo over every class's phrase."""
 
 from __future__ import annotations
 
@@ -30,3 +31,21 @@ class ClipLoss(nn.Module):
         loss_images = F.cross_entropy(logits, targets / targets.sum(1, keepdim=True))
         loss_texts = F.cross_entropy(logits.T, targets.T / targets.T.sum(1, keepdim=True))
         return (loss_images + loss_texts) / 2
+
+
+class ClassCrossEntropy(nn.Module):
+    """Cross-entropy of each photo over one phrase embedding of every class the trainer holds.
+
+    What the paper protocol asks of an image (pick its label's phrase among N), with all classes as
+    negatives in every step instead of those a batch happens to hold, and no text-to-image term.
+    """
+
+    def forward(
+        self,
+        image_emb: torch.Tensor,
+        class_emb: torch.Tensor,
+        logit_scale: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> torch.Tensor:
+        scale = logit_scale.exp().clamp(max=100.0)
+        return F.cross_entropy(scale * image_emb @ class_emb.T, labels)

@@ -13,8 +13,12 @@ import numpy as np
 import torch
 
 from middleware.encoder.heads import DualHeads
-from middleware.encoder.loss import ClipLoss
+from middleware.encoder.loss import ClassCrossEntropy, ClipLoss
 from middleware.encoder.templates import PAPER_TEMPLATES
+
+# "clip": symmetric InfoNCE against one phrase per photo (in-batch negatives); "class-ce":
+# cross-entropy of each photo over one phrase of every class (all classes are negatives).
+LOSSES = ("clip", "class-ce")
 
 
 @dataclass
@@ -30,6 +34,11 @@ class PhraseBank:
         ends = np.searchsorted(self.owner, classes, side="right")
         picks = starts + (rng.random(len(classes)) * (ends - starts)).astype(int)
         return self.embeddings[picks]
+
+    @property
+    def class_count(self) -> int:
+        """Classes this bank holds phrases of (indices 0..count-1)."""
+        return int(self.owner.max()) + 1 if len(self.owner) else 0
 
 
 def class_phrases(label: str, synonyms: Sequence[str] = (), templates: Sequence[str] = PAPER_TEMPLATES) -> list[str]:
@@ -115,6 +124,7 @@ class TrainConfig:
     tower_lr_scale: float = 1.0  # the tuned tower layers learn at lr x this (pretrained weights move less)
     anchor: float = 1e-2  # L2 pull of the residual weights toward zero (= toward ConSE)
     proximal_mu: float = 0.0  # FedProx: pull toward the round's global weights
+    loss: str = "clip"  # one of LOSSES
     seed: int = 0
     history: list[float] = field(default_factory=list)
 
@@ -129,9 +139,11 @@ def train_epochs(
 
     With mirror-image maps in ``data`` each photo is read mirrored with probability 1/2 per step.
     """
+    if config.loss not in LOSSES:
+        raise ValueError(f"unknown loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    loss_fn = ClipLoss()
+    loss_fn = ClipLoss() if config.loss == "clip" else ClassCrossEntropy()
     trainable = [p for p in heads.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(_parameter_groups(heads, trainable, config), lr=config.lr, weight_decay=0.0)
     global_params = [p.detach().clone() for p in trainable] if config.proximal_mu else None
@@ -149,7 +161,7 @@ def train_epochs(
             steps += 1
             idx = order[start : start + config.batch_size]
             labels = data.labels[idx]
-            text = torch.from_numpy(data.phrases.sample(labels, rng))
+            text = torch.from_numpy(_phrase_targets(data.phrases, labels, config.loss, rng))
             mirror = rng.random(len(idx)) < 0.5 if images.mirrored_maps is not None else None
             image_emb = images.embed(heads, idx, mirror)
             text_emb = heads.encode_text(text)
@@ -170,6 +182,12 @@ def train_epochs(
         epoch += 1
     heads.eval()
     return epoch_loss
+
+
+def _phrase_targets(phrases: PhraseBank, labels: np.ndarray, loss: str, rng: np.random.Generator) -> np.ndarray:
+    """The raw phrase embeddings a batch is scored against: a random phrase of each photo's class
+    ("clip"), or of every class ("class-ce"; drawn afresh each step, as the paper protocol draws)."""
+    return phrases.sample(labels if loss == "clip" else np.arange(phrases.class_count), rng)
 
 
 def _parameter_groups(heads: DualHeads, trainable: list[torch.nn.Parameter], config: TrainConfig) -> list[dict]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from middleware.datasets import PHRASE_IMAGENET
 from middleware.encoder.heads import MAX_TUNED_BLOCKS
 from middleware.encoder.towers import TOWER_BLOCKS
+from middleware.encoder.training import LOSSES
 from pmirs.commands.keys import UsageError
 
 DEFAULT_DATA = str(PHRASE_IMAGENET)
@@ -40,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "default: uniform with --dp-noise (DP needs it), else examples")
     sim.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
     sim.add_argument("--learning-rate", type=float, default=1e-3)
+    sim.add_argument("--loss", choices=LOSSES, default="clip",
+                     help="clip: InfoNCE against a phrase per photo; class-ce: every own class a negative")
     sim.add_argument("--tower-lr-scale", type=float, default=1.0,
                      help="the tuned tower layers learn at --learning-rate x this")
     sim.add_argument("--strategy", choices=("fedavg", "fedprox", "fedavgm"), default="fedavg")
@@ -138,7 +141,7 @@ def _simulate(args: argparse.Namespace) -> int:
     settings = {
         "num-server-rounds": args.rounds, "local-epochs": args.local_epochs, "local-steps": args.local_steps,
         "client-weighting": args.client_weighting or ("uniform" if args.dp_noise > 0 else "examples"),
-        "learning-rate": args.learning_rate, "anchor": args.anchor,
+        "learning-rate": args.learning_rate, "anchor": args.anchor, "loss": args.loss,
         "strategy": args.strategy, "proximal-mu": args.proximal_mu if args.strategy == "fedprox" else 0.0,
         "server-momentum": args.server_momentum,
         "dp-noise-multiplier": args.dp_noise, "dp-clipping-norm": args.dp_clip, "secagg": args.secagg,

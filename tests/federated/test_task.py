@@ -247,3 +247,32 @@ def test_tower_layers_learn_at_their_own_rate(stores: Path, base_heads: Path) ->
     assert slow_features > 1e-4 and full_features > 1e-4  # the heads learn at the full rate either way
     with pytest.raises(FederatedError, match="tower-lr-scale"):
         task.FederatedSettings.from_config({"tower-lr-scale": 0.0})
+
+
+def test_class_cross_entropy_pushes_photos_from_classes_their_batch_does_not_hold(stores: Path,
+                                                                                base_heads: Path) -> None:
+    """Every photo labelled class 0: the CLIP loss only sees class-0 phrases (no negatives), while
+    class-ce scores each photo against every class's phrase, so only it widens the margin to class 1."""
+    base = task.load_base(base_heads)
+    data = task.make_examples(load_partition(stores / "client-0"), base)
+    data = replace(data, labels=np.zeros(len(data), dtype=data.labels.dtype))
+    assert data.phrases.class_count >= 2
+    prototypes = torch.from_numpy(task.class_means(data.phrases))
+
+    def margin_gain(loss: str) -> float:
+        settings = task.FederatedSettings.from_config({"local-epochs": 5, "batch-size": 4, "loss": loss})
+        heads = task.build_heads(base, settings)
+
+        def margin() -> float:
+            with torch.no_grad():
+                sims = data.images.embed(heads) @ heads.encode_text(prototypes).T
+            return float((sims[:, 0] - sims[:, 1:].max(dim=1).values).mean())
+
+        before = margin()
+        task.train(heads, data, settings)
+        return margin() - before
+
+    clip_gain, ce_gain = margin_gain("clip"), margin_gain("class-ce")
+    assert clip_gain < 0.05 and ce_gain > 0.3
+    with pytest.raises(FederatedError, match="loss"):
+        task.FederatedSettings.from_config({"loss": "hinge"})

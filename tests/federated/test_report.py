@@ -1,0 +1,32 @@
+"""The federated benchmark's markdown says which checkpoint it would ship, and why none when none."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.federated import pick_best
+from federated.report import federated_markdown
+
+
+def _scores(f1: float, heldout: float) -> dict:
+    return {"f1": {"food": {"5": f1, "10": f1}}, "map": {"food": f1}, "mean_f1": {"5": f1, "10": f1},
+            "heldout_f1@10": heldout}
+
+
+def _results(runs: dict) -> dict:
+    results = {"clients": 2, "rounds": 1, "base_version": "abc", "settings": {"loss": "class-ce", "anchor": 0.03},
+               "runs": {"base": {"history": [_scores(0.7, 0.83)]}, **runs}}
+    results["best"] = pick_best(results)
+    return results
+
+
+@pytest.mark.parametrize(("runs", "expected"), [
+    ({"centralized": {"history": [_scores(0.9, 0.83)]}}, "No federated run saved a checkpoint"),
+    ({"fedavg-iid": {"history": [_scores(0.9, 0.70)], "checkpoint": "forgets.pt"}}, "passed the forgetting check"),
+    ({"fedavg-iid": {"history": [_scores(0.85, 0.82)], "checkpoint": "keeps.pt"},
+      "fedavg-noniid": {"history": [_scores(0.9, 0.70)], "checkpoint": "forgets.pt"}}, "`keeps.pt` (fedavg-iid)"),
+])
+def test_the_report_names_the_shippable_checkpoint_or_why_there_is_none(runs: dict, expected: str) -> None:
+    markdown = federated_markdown(_results(runs))
+    assert expected in markdown
+    assert "class-ce loss" in markdown
