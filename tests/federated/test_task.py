@@ -13,6 +13,7 @@ import torch
 from federated import task
 from federated.partition import load_partition
 from middleware.encoder.heads import DualHeads, load_heads, save_heads
+from middleware.encoder.training import TrainConfig, train_epochs
 from pmirs.errors import FederatedError
 
 
@@ -276,3 +277,9 @@ def test_class_cross_entropy_pushes_photos_from_classes_their_batch_does_not_hol
     assert clip_gain < 0.05 and ce_gain > 0.3
     with pytest.raises(FederatedError, match="loss"):
         task.FederatedSettings.from_config({"loss": "hinge"})
+    # The training loop refuses it too (it would otherwise fall through to class-ce), before any step.
+    heads = task.build_heads(base, task.FederatedSettings())
+    before = task.get_weights(heads)
+    with pytest.raises(ValueError, match="unknown loss"):
+        train_epochs(heads, data, TrainConfig(loss="hinge"))
+    assert all(np.array_equal(a, b) for a, b in zip(before, task.get_weights(heads), strict=True))
