@@ -53,15 +53,11 @@ def folder_set(folder: str | Path, per_class: int | None = None, thumbnail_side:
 def embed_set(encoder, photos: PhotoSet, feature_cache: Path | None, batch_size: int = 64) -> np.ndarray:
     """Image embeddings of a set, through the feature cache when the photos are used unchanged."""
     from benchmarks.relevance import thumbnail_copies
-    from middleware.encoder.features import cached_image_features
     from middleware.encoder.lite import LiteEncoder
-    from middleware.encoder.small_photos import photo_sizes
 
     items = list(photos.items)
     if photos.thumbnail_side is None and feature_cache is not None and isinstance(encoder, LiteEncoder):
-        features = cached_image_features(items, encoder.image_features, feature_cache, encoder.config.image_size,
-                                         desc=f"features {photos.name}", feature_format=encoder.feature_format)
-        return encoder.embed_image_features(features, small=encoder.small_photos(photo_sizes(items)))
+        return encoder.cached_embeddings(items, feature_cache, desc=f"features {photos.name}")
     chunks = []
     for start in tqdm(range(0, len(items), batch_size), desc=f"encoding {photos.name}", unit="batch"):
         images = [open_image(item.path) for item in items[start : start + batch_size]]

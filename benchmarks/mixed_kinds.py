@@ -70,11 +70,10 @@ class KindScorer:
 def split_scorer(encoder, data_root: Path, split: str, sharp_dirs: list[Path], feature_cache: Path,
                  per_class: int | None) -> KindScorer:
     """A scorer over ``<data_root>/<split>`` thumbnails and the sharp photos of the same classes."""
-    from middleware.encoder.features import split_features
+    from middleware.datasets import limit_per_class, scan_image_folder
     from middleware.encoder.small_photos import photo_sizes
 
-    items, features = split_features(data_root, split, encoder.image_features, feature_cache,
-                                     encoder.config.image_size, per_class, encoder.feature_format)
+    items = limit_per_class(scan_image_folder(data_root / split), per_class)
     small = encoder.small_photos(photo_sizes(items))
     if small is None or not small.all():
         raise DatasetError(f"{data_root / split} must hold thumbnails only, under these heads' small-photo layer")
@@ -83,7 +82,7 @@ def split_scorer(encoder, data_root: Path, split: str, sharp_dirs: list[Path], f
     if not sharp:
         raise DatasetError(f"no sharp photo of a {split}/ class in {', '.join(str(d) for d in sharp_dirs)} "
                            "(<folder>/<label>.JPEG)")
-    return KindScorer(encoder, items, encoder.embed_image_features(features, small=small), sharp)
+    return KindScorer(encoder, items, encoder.cached_embeddings(items, feature_cache, desc=f"features {split}"), sharp)
 
 
 def choose_offset(heldout: dict[str, dict[str, float]]) -> float:

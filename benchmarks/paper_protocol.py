@@ -78,7 +78,8 @@ def run_paper_protocol(
     seed: int = 0,
     templates: Sequence[str] = PAPER_TEMPLATES,
 ) -> dict[str, dict[str, float]]:
-    """Mean precision/recall/F1 over ``draws`` random label draws for each N.
+    """Mean precision/recall/F1 over ``draws`` random label draws for each N, and the F1's standard
+    error over the draws (``f1_se``).
 
     ``N="all"`` (or N above the number of labels) uses every label; the key stays as given.
     """
@@ -98,4 +99,13 @@ def run_paper_protocol(
                 counts += count_predictions(queries, phrase_emb, np.full(len(queries), index))
             per_draw.append(counts.scores())
         results[str(n_value)] = {key: float(np.mean([d[key] for d in per_draw])) for key in per_draw[0]}
+        results[str(n_value)]["f1_se"] = standard_error([d["f1"] for d in per_draw])
     return results
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean of per-draw scores (0 for a single draw): how far another set of
+    draws may move the mean. Which labels are drawn together matters a lot at N=10 of 15 classes."""
+    if len(values) < 2:
+        return 0.0
+    return float(np.std(values, ddof=1) / math.sqrt(len(values)))

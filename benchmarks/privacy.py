@@ -66,17 +66,14 @@ def load_privacy_data(encoder: Encoder, data_root: Path | None, split: str, cach
                       demo_dir: Path = DEMO_DIR) -> PrivacyData:
     """Cached val features when the cache is populated, else the demo photos (encoded now)."""
     from middleware.datasets import load_split
-    from middleware.encoder.features import split_features
     from middleware.encoder.lite import LiteEncoder
-    from middleware.encoder.small_photos import photo_sizes
 
     size = getattr(getattr(encoder, "config", None), "image_size", 224)
     if (data_root is not None and isinstance(encoder, LiteEncoder)
             and _cache_ready(Path(data_root), split, Path(cache_dir), size, encoder.feature_format)):
         domains = load_split(data_root, split)
-        cached, features = split_features(data_root, split, encoder.image_features, cache_dir, size,
-                                          feature_format=encoder.feature_format)
-        emb = encoder.embed_image_features(features, small=encoder.small_photos(photo_sizes(cached)))
+        emb = encoder.cached_embeddings(scan_image_folder(Path(data_root) / split), cache_dir,
+                                        desc=f"features {split}")
         source = f"{data_root}/{split} (cached features)"
     else:
         domains = {}

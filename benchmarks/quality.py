@@ -45,14 +45,12 @@ def embed_items(
     encoder: Encoder, items: Sequence[LabelledImage], feature_cache: Path | None, data_root: Path, split: str
 ) -> np.ndarray:
     """Image embeddings for a split: from cached tower features when the encoder supports it."""
-    from middleware.encoder.features import split_features
+    from middleware.datasets import scan_image_folder
     from middleware.encoder.lite import LiteEncoder
-    from middleware.encoder.small_photos import photo_sizes
 
     if isinstance(encoder, LiteEncoder) and feature_cache is not None:
-        cached, features = split_features(data_root, split, encoder.image_features, feature_cache,
-                                          encoder.config.image_size, feature_format=encoder.feature_format)
-        return encoder.embed_image_features(features, small=encoder.small_photos(photo_sizes(cached)))
+        return encoder.cached_embeddings(scan_image_folder(Path(data_root) / split), feature_cache,
+                                         desc=f"features {split}")
     return encoder.encode_images([open_image(item.path) for item in items])
 
 

@@ -13,10 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 def quality_markdown(results: dict) -> str:
     """Two tables: paper-protocol P/R/F1 per domain and N, and retrieval metrics per domain."""
     lines = [f"# Quality: encoder `{results['encoder']}`, split `{results.get('split', '?')}`", ""]
-    lines += ["| domain | N | precision | recall | F1 |", "|---|---|---|---|---|"]
+    lines += ["| domain | N | precision | recall | F1 | F1 standard error over draws |", "|---|---|---|---|---|---|"]
     for domain, per_n in results["paper_protocol"].items():
         for n, s in per_n.items():
-            lines.append(f"| {domain} | {n} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} |")
+            se = f"{s['f1_se']:.3f}" if "f1_se" in s else "-"  # results written before it was recorded
+            lines.append(f"| {domain} | {n} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {se} |")
     lines += ["", "| domain | top-1 | t2i P@10 | t2i R@50 | t2i mAP | i2i P@10 |", "|---|---|---|---|---|---|"]
     for domain, r in results["retrieval"].items():
         lines.append(

@@ -347,6 +347,13 @@ def set_weights(heads: DualHeads, arrays: Sequence[np.ndarray]) -> None:
     load_exchange_state(heads, dict(zip(keys, arrays, strict=True)))
 
 
+def federated_training_summary(manifest: dict, base: HeadsCheckpoint) -> str:
+    """What a federated checkpoint was trained on, in words (the base's own data is kept beside it)."""
+    return (f"federated fine-tuning from the zero-shot base {base.version}: {manifest.get('rounds', '?')} rounds over "
+            f"{manifest.get('clients', '?')} clients' own photos ({manifest.get('partition', '?')} partition, "
+            f"{manifest.get('tuned_photos', 'all')} photos); no photo left its client")
+
+
 def save_checkpoint(out_dir: str | Path, heads: DualHeads, base: HeadsCheckpoint, manifest: dict) -> Path:
     """Save the aggregated heads as a versioned checkpoint ``load_heads`` reads, plus a manifest.
 
@@ -354,8 +361,10 @@ def save_checkpoint(out_dir: str | Path, heads: DualHeads, base: HeadsCheckpoint
     alone says how it was trained. Returns the checkpoint path ``<out_dir>/fed-heads-<version>.pt``.
     """
     out_dir = Path(out_dir)
-    config = replace(heads.config, tuned_photos=manifest.get("tuned_photos", "all"),
-                     extra={**heads.config.extra, "federated": manifest, "base_version": base.version})
+    extra = {key: value for key, value in heads.config.extra.items() if key != "trained_on"}
+    extra.update(federated=manifest, base_version=base.version, trained_on=federated_training_summary(manifest, base),
+                 base_trained_on=base.config.extra.get("trained_on", "unknown"))
+    config = replace(heads.config, tuned_photos=manifest.get("tuned_photos", "all"), extra=extra)
     trained = DualHeads(config)
     trained.load_state_dict(heads.state_dict())
     staging = out_dir / "fed-heads.pt.staging"

@@ -130,25 +130,6 @@ def cached_image_features(
     return np.stack([caches[item.path.parent][keys[i]] for i, item in enumerate(items)]).astype(np.float32)
 
 
-def split_features(
-    data_root: str | Path,
-    split: str,
-    extract: Callable[[list], np.ndarray],
-    cache_dir: str | Path,
-    image_size: int = 224,
-    per_class: int | None = None,
-    feature_format: str = POOLED_FORMAT,
-) -> tuple[list[LabelledImage], np.ndarray]:
-    """Photos of ``<data_root>/<split>`` (the first ``per_class`` of each label, if given) and
-    their cached features (one cache file per photo folder)."""
-    from middleware.datasets import limit_per_class, scan_image_folder
-
-    items = limit_per_class(scan_image_folder(Path(data_root) / split), per_class)
-    features = cached_image_features(items, extract, cache_dir, image_size, desc=f"features {split}",
-                                     feature_format=feature_format)
-    return items, features
-
-
 @dataclass
 class TowerOutputs:
     """Everything the frozen image tower gives a set of photos, for training without re-running it."""

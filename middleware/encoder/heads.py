@@ -33,8 +33,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BASE_HEADS_PATH = WEIGHTS_DIR / "lite-heads.pt"  # the zero-shot base: never saw a benchmark class
 # The best federated run (README, "Federated fine-tuning"): FedAvg over 6 clients on 64-px photos of the
 # 59 benchmark classes, from the base. Its image terms apply to thumbnails; sharp photos get the base,
-# and thumbnails get the generic direction back (tuned_offset) so both kinds rank together.
-FEDERATED_HEADS_PATH = WEIGHTS_DIR / "fed-heads-95b939ca4374.pt"
+# thumbnails get the generic direction back (tuned_offset) so both kinds rank together and embed as the
+# mean with their mirror image (mirror_average).
+FEDERATED_HEADS_PATH = WEIGHTS_DIR / "fed-heads-8202638f27e6.pt"
 DEFAULT_HEADS_PATH = FEDERATED_HEADS_PATH  # what encoders load when no heads are named
 # Stage 5 onward (blocks 11-15): block 11 downsamples, so its input maps are 112x14x14 at 224 px
 # (~44 KB a photo); the later blocks read 7x7 maps (~19 KB a photo for the first of them).
@@ -60,6 +61,7 @@ class HeadsConfig:
     small_photo_resample: str = DEFAULT_RESAMPLING  # the filter that upsamples them to it
     tuned_photos: str = "all"  # photos the image-side residual terms were trained on (small_photos.PHOTO_KINDS)
     tuned_offset: float = 0.0  # how much of the generic direction tuned photos get back (see DualHeads.encode_image)
+    mirror_average: bool = False  # tuned photos embed as the mean with their mirror image (see DualHeads.encode_image)
     extra: dict = field(default_factory=dict)  # free-form notes (training data, metrics)
 
     def __post_init__(self) -> None:
@@ -158,22 +160,32 @@ class DualHeads(nn.Module):
         base = text_emb - self.config.center_strength * self.center
         return F.normalize(base + self.text_residual(text_emb), dim=-1)
 
-    def encode_image(self, conse_emb: torch.Tensor, pooled: torch.Tensor,
-                     tuned: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_image(self, conse_emb: torch.Tensor, pooled: torch.Tensor, tuned: torch.Tensor | None = None,
+                     mirrored: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Unit-norm shared-space image embeddings from the ConSE embedding and pooled features.
 
         ``tuned`` (one bool per photo, default all) says which photos get the trained residual terms
         (ConSE residual, pooled-feature term); the others keep the zero-shot base embedding, for
-        photos of a kind those terms were not trained on (``tuned_photos``).
+        photos of a kind those terms were not trained on (``tuned_photos``). ``mirrored`` (the same
+        two inputs from each photo's mirror image) makes tuned photos the mean of both views'
+        embeddings (``mirror_average``; test-time flip), before the offset below.
         """
+        embedding = self._image_embedding(conse_emb, pooled, tuned)
+        if mirrored is not None:
+            both = F.normalize(embedding + self._image_embedding(*mirrored, tuned), dim=-1)
+            rows = torch.ones(len(embedding), dtype=torch.bool) if tuned is None else tuned.bool()
+            embedding = torch.where(rows.unsqueeze(-1), both, embedding)
+        if not self.config.tuned_offset:  # no offset (every training run): skip the direction's text pass
+            return embedding
+        return shift_toward(embedding, self.generic_direction(), self.config.tuned_offset, tuned)
+
+    def _image_embedding(self, conse_emb: torch.Tensor, pooled: torch.Tensor,
+                         tuned: torch.Tensor | None) -> torch.Tensor:
         base = conse_emb - self.config.center_strength * self.center
         residual = self.image_residual(conse_emb) + self.image_features(F.normalize(pooled, dim=-1))
         if tuned is not None:
             residual = residual * tuned.to(residual.dtype).unsqueeze(-1)
-        embedding = F.normalize(base + residual, dim=-1)
-        if not self.config.tuned_offset:  # no offset (every training run): skip the direction's text pass
-            return embedding
-        return shift_toward(embedding, self.generic_direction(), self.config.tuned_offset, tuned)
+        return F.normalize(base + residual, dim=-1)
 
     def generic_direction(self) -> torch.Tensor:
         """The shared-space embedding of the mean ImageNet class name: what every caption shares.

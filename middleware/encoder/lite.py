@@ -8,14 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
+from middleware.datasets import LabelledImage
 from middleware.encoder.base import Encoder
 from middleware.encoder.conse import conse_embed
-from middleware.encoder.features import POOLED_FORMAT, maps_format, resampled_format
+from middleware.encoder.features import (
+    POOLED_FORMAT,
+    cached_image_features,
+    maps_format,
+    mirrored_format,
+    resampled_format,
+)
 from middleware.encoder.heads import HeadsCheckpoint, load_heads
 from middleware.encoder.preprocess import images_to_array
-from middleware.encoder.small_photos import one_kind, takes_tuned_terms
+from middleware.encoder.small_photos import one_kind, photo_sizes, takes_tuned_terms
 from middleware.encoder.towers import ImageTower, TextTower
 
 # Up to this many texts are encoded on one intra-op thread: a query is ~10 tokens, too little work
@@ -84,7 +91,25 @@ class LiteEncoder(Encoder):
                 out[group] = self.encode_images([im for im, keep in zip(images, group, strict=True) if keep])
             return out
         with _intra_op_threads(1 if len(images) <= SINGLE_THREAD_IMAGES else torch.get_num_threads()):
-            return self.embed_image_features(self.image_features(images, batch_size=batch_size), small=small)
+            features = self.image_features(images, batch_size=batch_size)
+            mirrored = (self.mirrored_image_features(images, batch_size=batch_size)
+                        if self.needs_mirrors(small, len(images)) else None)
+            return self.embed_image_features(features, small=small, mirrored=mirrored)
+
+    def cached_embeddings(self, items: Sequence[LabelledImage], cache_dir: str | Path,
+                          desc: str = "image features") -> np.ndarray:
+        """Embeddings of labelled photo files through the on-disk feature cache (benchmarks re-score
+        the same photos under many heads): their features, and their mirror images' when needed."""
+        small = self.small_photos(photo_sizes(items))
+        size = self.config.image_size
+        features = cached_image_features(items, self.image_features, cache_dir, size, desc=desc,
+                                         feature_format=self.feature_format)
+        mirrored = None
+        if self.needs_mirrors(small, len(items)):
+            mirrored = cached_image_features(items, self.mirrored_image_features, cache_dir, size,
+                                             desc=f"{desc} (mirrored)",
+                                             feature_format=mirrored_format(self.feature_format))
+        return self.embed_image_features(features, small=small, mirrored=mirrored)
 
     @property
     def relevance(self) -> dict[str, float] | None:
@@ -136,8 +161,18 @@ class LiteEncoder(Encoder):
         out = self.heads.encode_text(torch.from_numpy(np.asarray(text_emb, dtype=np.float32)))
         return out.numpy().astype(np.float32)
 
+    def mirrored_image_features(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """:meth:`image_features` of the photos' mirror images (for ``mirror_average`` heads)."""
+        return self.image_features([ImageOps.mirror(image) for image in images], batch_size=batch_size)
+
+    def needs_mirrors(self, small: np.ndarray | None, count: int) -> bool:
+        """Whether embedding these photos (``small``: their small-path flags) needs their mirror images'
+        features: the heads average tuned photos with their mirror image, and some photo is tuned."""
+        return self.config.mirror_average and bool(self._tuned_terms(small, count).any())
+
     @torch.inference_mode()
-    def embed_image_features(self, features: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
+    def embed_image_features(self, features: np.ndarray, small: np.ndarray | None = None,
+                             mirrored: np.ndarray | None = None) -> np.ndarray:
         """Shared-space embeddings from :meth:`image_features` output (cached or fresh).
 
         ConSE reads the tower's classifier on pooled features: as given, or from maps through the
@@ -145,7 +180,23 @@ class LiteEncoder(Encoder):
         photo, needed with maps and a small-photo layer) says the maps are thumbnails'. Tuned tower
         blocks and head only feed the pooled-feature term. Photos of a kind the heads' image terms were
         not trained on keep the zero-shot base (``tuned_photos``; ``small`` says which are thumbnails).
+        Heads that average tuned photos with their mirror image need ``mirrored``, the same features
+        of the mirror images (:meth:`mirrored_image_features`), whenever :meth:`needs_mirrors`.
         """
+        tuned = self._tuned_terms(small, len(features))
+        views = None
+        if self.needs_mirrors(small, len(features)):
+            if mirrored is None or np.shape(mirrored) != np.shape(features):
+                raise ValueError("these heads average tuned photos with their mirror image: pass `mirrored`, "
+                                 "the same features of the mirror images (LiteEncoder.mirrored_image_features)")
+            views = self._image_inputs(mirrored, small, tuned)
+        conse, pooled = self._image_inputs(features, small, tuned)
+        out = self.heads.encode_image(conse, pooled, torch.from_numpy(tuned), views)
+        return out.numpy().astype(np.float32)
+
+    def _image_inputs(self, features: np.ndarray, small: np.ndarray | None,
+                      tuned: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The heads' two image inputs from tower features: the ConSE embedding and pooled features."""
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 4:
             classifier_input = features
@@ -155,15 +206,13 @@ class LiteEncoder(Encoder):
             classifier_input = self.image_tower.pooled_from_maps(self._frozen_prehead(features))
         logits = self.image_tower.logits_from_pooled(classifier_input)
         conse = conse_embed(logits, self.class_bank, self.config.conse_top_k, self.config.conse_temperature)
-        tuned = self._tuned_terms(small, len(features))
         if self.heads.tower_head is None:
             pooled = torch.from_numpy(np.asarray(classifier_input, dtype=np.float32))
         elif tuned.any():
             pooled = self.heads.pooled_features(torch.from_numpy(features))
         else:  # no photo takes the tuned terms (e.g. a sharp image query): skip the tuned tower layers
             pooled = torch.zeros(len(features), self.config.image_feature_dim)
-        out = self.heads.encode_image(torch.from_numpy(conse.astype(np.float32)), pooled, torch.from_numpy(tuned))
-        return out.numpy().astype(np.float32)
+        return torch.from_numpy(conse.astype(np.float32)), pooled
 
     def _frozen_prehead(self, maps: np.ndarray) -> np.ndarray:
         return self.image_tower.frozen_tail(maps, self.config.first_tuned_block)

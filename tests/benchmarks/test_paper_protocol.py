@@ -13,6 +13,7 @@ from benchmarks.paper_protocol import (
     paper_threshold,
     paper_top_k,
     run_paper_protocol,
+    standard_error,
 )
 
 
@@ -68,6 +69,24 @@ def test_run_keeps_keys_and_caps_n_at_label_count():
     images = {label: np.tile(basis[label], (4, 1)).astype(np.float32) for label in labels}
     result = run_paper_protocol(images, encode, n_values=(5, 10, "all"), draws=3, seed=1)
     assert list(result) == ["5", "10", "all"]
-    assert result["all"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert result["all"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "f1_se": 0.0}
     assert result["10"] == result["all"]
     assert result["5"]["f1"] == 1.0
+
+
+def test_the_f1_standard_error_says_how_much_the_draws_disagree():
+    assert standard_error([0.8, 0.9, 1.0]) == pytest.approx(0.1 / math.sqrt(3))
+    assert standard_error([0.7]) == 0.0
+    # One photo per label, each label's phrase embedded as its photo; "b" looks exactly like "a", so a
+    # draw holding both splits them 50/50 (nothing predicted) and one holding either is all right.
+    emb = {label: np.eye(6, dtype=np.float32)[[i]] for i, label in enumerate("abcdef")}
+    emb["b"] = emb["a"]
+
+    def encode(texts):
+        return np.concatenate([emb[t.split()[-1]] for t in texts])
+
+    one = run_paper_protocol(emb, encode, (5,), draws=1)["5"]
+    many = run_paper_protocol(emb, encode, (5,), draws=30)["5"]
+    assert one["f1_se"] == 0.0
+    assert 0.0 < many["f1_se"] < 0.2
+    assert 0.6 < many["f1"] < 1.0

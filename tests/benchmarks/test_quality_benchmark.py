@@ -45,7 +45,7 @@ def test_results_have_the_documented_shape(tiny_split, tmp_path, lite_encoder):
     for per_n in saved["paper_protocol"].values():
         assert list(per_n) == ["5", "10", "15", "all"]
         for scores in per_n.values():
-            assert set(scores) == {"precision", "recall", "f1"}
+            assert set(scores) == {"precision", "recall", "f1", "f1_se"}
             assert all(0.0 <= v <= 1.0 for v in scores.values())
     for metrics in saved["retrieval"].values():
         assert set(metrics) == {"top1", "t2i_p@10", "t2i_r@50", "t2i_map", "i2i_p@10"}

@@ -75,6 +75,7 @@ def test_the_default_heads_are_the_federated_checkpoint_and_keep_sharp_photos_at
     assert DEFAULT_HEADS_PATH.name == f"fed-heads-{heads_version(DEFAULT_HEADS_PATH)}.pt"  # the name is its hash
     assert manifest["base_version"] == base_encoder.checkpoint.version
     assert config.tower_head and config.tuned_photos == "small" and set(config.extra["relevance"]) == {"image", "text"}
+    assert config.mirror_average and config.extra["trained_on"].startswith("federated fine-tuning")
     sharp = _photo(demo_dir, "mammals", "lion")
     photos = [sharp, sharp.resize((64, 64))]
     tuned, base = lite_encoder.encode_images(photos), base_encoder.encode_images(photos)

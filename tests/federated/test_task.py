@@ -94,6 +94,18 @@ def test_checkpoint_is_versioned_and_loadable(tmp_path: Path, base_heads: Path) 
     assert base.config.extra == {}  # the base checkpoint object is not modified
 
 
+def test_a_checkpoint_says_it_was_fine_tuned_not_what_its_base_was_trained_on(tmp_path: Path,
+                                                                               base_heads: Path) -> None:
+    base = task.load_base(base_heads)
+    base = base.reconfigured(extra={"trained_on": "pretrain/: 109 classes; benchmark domains never seen"})
+    path = task.save_checkpoint(tmp_path, base.build(), base, {"rounds": 3, "clients": 6, "partition": "iid",
+                                                               "tuned_photos": "small"})
+    extra = load_heads(path).config.extra
+    assert extra["trained_on"].startswith(f"federated fine-tuning from the zero-shot base {base.version}: 3 rounds")
+    assert "6 clients" in extra["trained_on"] and "never seen" not in extra["trained_on"]
+    assert extra["base_trained_on"] == "pretrain/: 109 classes; benchmark domains never seen"
+
+
 def test_a_client_refuses_a_base_that_differs_from_the_servers(base_heads: Path) -> None:
     base = task.load_base(base_heads)
     task.check_base(base, base.version)
