@@ -143,21 +143,13 @@ def forgetting_markdown(results: dict) -> str:
 
 
 def _plot(results: dict, path: Path) -> None:
-    from benchmarks.reports import plt
+    from benchmarks.reports import paired_bar_plot
 
-    names = list(results["sets"])
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(names)), 3.5))
-    for offset, key, label in ((-0.2, "base", results["base"]), (0.2, "tuned", results["heads"])):
-        ax.bar(x + offset, [results["sets"][n][key]["f1@10"] for n in names], width=0.4, label=label)
-    ax.set_xticks(x, [results["sets"][n].get("label", n) for n in names], fontsize=8)
-    ax.set_ylabel("zero-shot F1@10")
-    ax.set_ylim(0, 1)
-    ax.set_title("Untrained classes: base vs fine-tuned encoder")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    sets = results["sets"]
+    paired_bar_plot(path, [entry.get("label", name) for name, entry in sets.items()],
+                    [(results["base"], [e["base"]["f1@10"] for e in sets.values()]),
+                     (results["heads"], [e["tuned"]["f1@10"] for e in sets.values()])],
+                    "zero-shot F1@10", "Untrained classes: base vs fine-tuned encoder")
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:

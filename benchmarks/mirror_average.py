@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.forgetting import HELDOUT_PER_CLASS, PhotoSet, folder_set, score_set
 from benchmarks.output import write_report
 from pmirs.errors import DatasetError
@@ -88,21 +86,12 @@ def mirror_average_markdown(results: dict) -> str:
 
 
 def _plot(results: dict, path: Path) -> None:
-    from benchmarks.reports import plt
+    from benchmarks.reports import paired_bar_plot
 
-    entries = {**results["heldout"], **results["val"]}
-    x = np.arange(len(entries))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(entries)), 3.5))
-    for offset, name in ((-0.2, "off"), (0.2, "on")):
-        ax.bar(x + offset, [e[name]["f1@10"] for e in entries.values()], width=0.4, label=f"mirror average {name}")
-    ax.set_xticks(x, [e["label"] for e in entries.values()], fontsize=8)
-    ax.set_ylabel("paper-protocol F1@10")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"Test-time flip on tuned photos ({results['heads']})")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    entries = [*results["heldout"].values(), *results["val"].values()]
+    paired_bar_plot(path, [e["label"] for e in entries],
+                    [(f"mirror average {name}", [e[name]["f1@10"] for e in entries]) for name in SETTINGS],
+                    "paper-protocol F1@10", f"Test-time flip on tuned photos ({results['heads']})")
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:

@@ -47,3 +47,21 @@ def write_quality_report(results: dict, json_path: Path) -> None:
     fig.tight_layout()
     fig.savefig(json_path.with_suffix(".png"), dpi=120)
     plt.close(fig)
+
+
+def paired_bar_plot(path: Path, labels: list[str], series: list[tuple[str, list[float]]], ylabel: str,
+                    title: str) -> None:
+    """Two bars per labelled set, one per (name, values) of ``series`` (e.g. base and tuned), on a
+    0-1 scale, saved to ``path``."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(labels)), 3.5))
+    x = list(range(len(labels)))
+    for offset, (name, values) in zip((-0.2, 0.2), series, strict=True):
+        ax.bar([i + offset for i in x], values, width=0.4, label=name)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
