@@ -26,7 +26,7 @@ def federated_markdown(results: dict) -> str:
              f"Trained: {trained}; {_local_work(settings)} per round, learning rate "
              f"{settings.get('learning-rate', '?')}{_tower_lr(settings)}, anchor {settings.get('anchor', '?')}, "
              f"{settings.get('loss', 'clip')} loss; "
-             f"client updates weighted by {_weighting(settings)}.", ""]
+             f"client updates weighted by {_weighting(settings)}.", "", _noise_line(results), ""]
     head = " | ".join(f"{d} F1@5 | {d} F1@10" for d in domains)
     lines += [f"| run | {head} | mean F1@5 | mean F1@10 | mean mAP | held-out F1@10 | s/round |",
               "|---|" + "---|" * (2 * len(domains) + 5)]
@@ -45,6 +45,15 @@ def federated_markdown(results: dict) -> str:
                           f"client-level epsilon {dp['epsilon']:.3g} at delta {dp['delta']:g} ({dp['accountant']})"]
     lines += ["", _best_line(results)]
     return "\n".join(lines) + "\n"
+
+
+def _noise_line(results: dict) -> str:
+    """How many label draws scored each round, and the largest standard error of a final domain F1."""
+    draws = results.get("draws", 6)  # results written before draws were recorded used 6
+    errors = [se for run in results["runs"].values() for per_n in run["history"][-1].get("f1_se", {}).values()
+              for n, se in per_n.items() if n in ("5", "10")]
+    worst = f"; largest standard error of a final domain F1@5/@10: {max(errors):.3f}" if errors else ""
+    return f"Scored with {draws} label draws per N{worst}."
 
 
 def _best_line(results: dict) -> str:

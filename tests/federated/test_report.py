@@ -30,3 +30,14 @@ def test_the_report_names_the_shippable_checkpoint_or_why_there_is_none(runs: di
     markdown = federated_markdown(_results(runs))
     assert expected in markdown
     assert "class-ce loss" in markdown
+
+
+def test_the_report_says_how_many_draws_scored_the_rounds_and_how_noisy_a_domain_is() -> None:
+    older = _results({"fedavg-iid": {"history": [_scores(0.85, 0.82)], "checkpoint": "keeps.pt"}})
+    assert "Scored with 6 label draws per N." in federated_markdown(older)  # written before draws were recorded
+    results = _results({"fedavg-iid": {"history": [{**_scores(0.85, 0.82),
+                                                     "f1_se": {"food": {"5": 0.012, "10": 0.021, "all": 0.5}}}],
+                                       "checkpoint": "keeps.pt"}})
+    results["draws"] = 100
+    assert ("Scored with 100 label draws per N; largest standard error of a final domain F1@5/@10: 0.021."
+            in federated_markdown(results))
