@@ -69,3 +69,13 @@ def test_the_benchmark_switches_it_on_only_when_held_out_f1_rises_and_map_holds(
     assert not choose({"pretrain": entry(0.80, 0.81, 0.60, 0.59)})  # ranking got worse
     assert not choose({"pretrain": entry(0.80, 0.80, 0.60, 0.62)})  # F1 did not move
     assert not choose({"a": entry(0.80, 0.83, 0.60, 0.61), "b": entry(0.80, 0.75, 0.60, 0.61)})  # summed
+
+
+def test_the_benchmark_needs_held_out_classes_to_choose_on(tmp_path: Path) -> None:
+    from benchmarks.mirror_average import photo_sets
+    from pmirs.errors import DatasetError, PMIRSError
+
+    (tmp_path / "val" / "food" / "banana").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="pretrain/"):
+        photo_sets(tmp_path, [], 64)
+    assert issubclass(DatasetError, PMIRSError)  # the CLI prints it as a clear error, not a traceback
