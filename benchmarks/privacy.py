@@ -51,15 +51,14 @@ class PrivacyData:
     source: str
 
 
-def _cache_ready(data_root: Path, split: str, cache_dir: Path, image_size: int, feature_format: str) -> bool:
-    """True when every photo of the split already has cached features (no extraction needed)."""
-    from middleware.encoder.features import features_cached
-
+def _cache_ready(encoder, data_root: Path, split: str, cache_dir: Path) -> bool:
+    """True when every photo of the split already has every cached feature the encoder's embeddings
+    read (its mirror images' too, for heads that average them): no extraction needed."""
     try:
         items = scan_image_folder(data_root / split)
     except Exception:  # missing or empty split: fall back to the demo photos
         return False
-    return features_cached(items, cache_dir, image_size, feature_format)
+    return encoder.embeddings_cached(items, cache_dir)
 
 
 def load_privacy_data(encoder: Encoder, data_root: Path | None, split: str, cache_dir: Path,
@@ -68,9 +67,8 @@ def load_privacy_data(encoder: Encoder, data_root: Path | None, split: str, cach
     from middleware.datasets import load_split
     from middleware.encoder.lite import LiteEncoder
 
-    size = getattr(getattr(encoder, "config", None), "image_size", 224)
     if (data_root is not None and isinstance(encoder, LiteEncoder)
-            and _cache_ready(Path(data_root), split, Path(cache_dir), size, encoder.feature_format)):
+            and _cache_ready(encoder, Path(data_root), split, Path(cache_dir))):
         domains = load_split(data_root, split)
         emb = encoder.cached_embeddings(scan_image_folder(Path(data_root) / split), cache_dir,
                                         desc=f"features {split}")

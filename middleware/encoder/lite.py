@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from middleware.encoder.conse import conse_embed
 from middleware.encoder.features import (
     POOLED_FORMAT,
     cached_image_features,
+    features_cached,
     maps_format,
     mirrored_format,
     resampled_format,
@@ -101,15 +102,24 @@ class LiteEncoder(Encoder):
         """Embeddings of labelled photo files through the on-disk feature cache (benchmarks re-score
         the same photos under many heads): their features, and their mirror images' when needed."""
         small = self.small_photos(photo_sizes(items))
-        size = self.config.image_size
-        features = cached_image_features(items, self.image_features, cache_dir, size, desc=desc,
-                                         feature_format=self.feature_format)
-        mirrored = None
-        if self.needs_mirrors(small, len(items)):
-            mirrored = cached_image_features(items, self.mirrored_image_features, cache_dir, size,
-                                             desc=f"{desc} (mirrored)",
-                                             feature_format=mirrored_format(self.feature_format))
-        return self.embed_image_features(features, small=small, mirrored=mirrored)
+        features, *mirrored = [
+            cached_image_features(items, extract, cache_dir, self.config.image_size, desc=f"{desc}{suffix}",
+                                  feature_format=feature_format)
+            for extract, feature_format, suffix in self._cached_sources(small, len(items))]
+        return self.embed_image_features(features, small=small, mirrored=mirrored[0] if mirrored else None)
+
+    def embeddings_cached(self, items: Sequence[LabelledImage], cache_dir: str | Path) -> bool:
+        """Whether :meth:`cached_embeddings` would embed these photos without a tower pass."""
+        small = self.small_photos(photo_sizes(items))
+        return all(features_cached(items, cache_dir, self.config.image_size, feature_format)
+                   for _, feature_format, _ in self._cached_sources(small, len(items)))
+
+    def _cached_sources(self, small: np.ndarray | None, count: int) -> list[tuple[Callable, str, str]]:
+        """(extract, cache format, progress suffix) of every feature kind embedding these photos reads."""
+        sources = [(self.image_features, self.feature_format, "")]
+        if self.needs_mirrors(small, count):
+            sources.append((self.mirrored_image_features, mirrored_format(self.feature_format), " (mirrored)"))
+        return sources
 
     @property
     def relevance(self) -> dict[str, float] | None:
@@ -168,7 +178,10 @@ class LiteEncoder(Encoder):
     def needs_mirrors(self, small: np.ndarray | None, count: int) -> bool:
         """Whether embedding these photos (``small``: their small-path flags) needs their mirror images'
         features: the heads average tuned photos with their mirror image, and some photo is tuned."""
-        return self.config.mirror_average and bool(self._tuned_terms(small, count).any())
+        return self._averages_mirrors(self._tuned_terms(small, count))
+
+    def _averages_mirrors(self, tuned: np.ndarray) -> bool:
+        return self.config.mirror_average and bool(tuned.any())
 
     @torch.inference_mode()
     def embed_image_features(self, features: np.ndarray, small: np.ndarray | None = None,
@@ -185,7 +198,7 @@ class LiteEncoder(Encoder):
         """
         tuned = self._tuned_terms(small, len(features))
         views = None
-        if self.needs_mirrors(small, len(features)):
+        if self._averages_mirrors(tuned):
             if mirrored is None or np.shape(mirrored) != np.shape(features):
                 raise ValueError("these heads average tuned photos with their mirror image: pass `mirrored`, "
                                  "the same features of the mirror images (LiteEncoder.mirrored_image_features)")

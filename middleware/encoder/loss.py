@@ -7,6 +7,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+MAX_LOGIT_SCALE = 100.0  # CLIP's cap on the learnable temperature's inverse
+
+
+def clamped_scale(logit_scale: torch.Tensor) -> torch.Tensor:
+    """The similarity scale from the learnable log-scale, capped as CLIP does."""
+    return logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
 
 class ClipLoss(nn.Module):
     """Symmetric cross-entropy over image-text similarities scaled by a learnable temperature.
@@ -22,8 +29,7 @@ class ClipLoss(nn.Module):
         logit_scale: torch.Tensor,
         labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        scale = logit_scale.exp().clamp(max=100.0)
-        logits = scale * image_emb @ text_emb.T
+        logits = clamped_scale(logit_scale) * image_emb @ text_emb.T
         if labels is None:
             targets = torch.eye(len(image_emb), device=logits.device)
         else:
@@ -47,5 +53,4 @@ class ClassCrossEntropy(nn.Module):
         logit_scale: torch.Tensor,
         labels: torch.Tensor,
     ) -> torch.Tensor:
-        scale = logit_scale.exp().clamp(max=100.0)
-        return F.cross_entropy(scale * image_emb @ class_emb.T, labels)
+        return F.cross_entropy(clamped_scale(logit_scale) * image_emb @ class_emb.T, labels)

@@ -53,7 +53,11 @@ def test_cached_embeddings_match_what_the_product_indexes(lite_encoder, demo_dir
         open_image(item.path).resize((64, 48)).save(path)
         items.append(LabelledImage(path=path, label=item.label))
     cache = tmp_path / "cache"
+    plain = _encoders(lite_encoder)[False]
+    plain.cached_embeddings(items, cache)  # only the photos' own features
+    assert plain.embeddings_cached(items, cache) and not averaged.embeddings_cached(items, cache)
     cached = averaged.cached_embeddings(items, cache)
+    assert averaged.embeddings_cached(items, cache)  # what `bench privacy` checks before reading the cache
     np.testing.assert_allclose(cached, averaged.encode_images([open_image(i.path) for i in items]), atol=2e-3)
     assert len(list(cache.glob("*.npz"))) == 2 * len(items)  # each folder: its photos' and their mirrors' features
     features = averaged.image_features([open_image(i.path) for i in items])
