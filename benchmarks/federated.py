@@ -21,6 +21,7 @@ import torch
 
 from benchmarks.forgetting import FORGETTING_TOLERANCE, HELDOUT_PER_CLASS
 from benchmarks.output import write_json
+from benchmarks.paper_protocol import draws_argument
 from benchmarks.quality import evaluate_domain
 from middleware.datasets import PHRASE_IMAGENET, read_synonyms
 from middleware.encoder.base import TextMemo
@@ -271,7 +272,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--train-per-class", type=int, default=100, help="train/ photos per class (cached)")
     parser.add_argument("--heldout-per-class", type=int, default=HELDOUT_PER_CLASS,
                         help="pretrain/ photos per class (cached)")
-    parser.add_argument("--draws", type=int, default=DEFAULT_DRAWS,
+    parser.add_argument("--draws", type=draws_argument, default=DEFAULT_DRAWS,
                         help="paper-protocol label draws per N when scoring each round (more: less noise)")
     parser.set_defaults(func=_main)
 

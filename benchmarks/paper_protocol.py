@@ -9,6 +9,7 @@ Precision, recall and F1 are micro-averaged over queries, then averaged over ran
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ def run_paper_protocol(
 
     ``N="all"`` (or N above the number of labels) uses every label; the key stays as given.
     """
+    if draws < 1:
+        raise ValueError(f"the paper protocol needs at least one label draw per N, got {draws}")
     labels = sorted(image_emb_by_label)
     rng = np.random.default_rng(seed)
     results: dict[str, dict[str, float]] = {}
@@ -101,6 +104,18 @@ def run_paper_protocol(
         results[str(n_value)] = {key: float(np.mean([d[key] for d in per_draw])) for key in per_draw[0]}
         results[str(n_value)]["f1_se"] = standard_error([d["f1"] for d in per_draw])
     return results
+
+
+def draws_argument(text: str) -> int:
+    """``--draws`` of a benchmark command: a whole number of label draws, at least 1 (a usage error,
+    not a traceback after the features are loaded)."""
+    try:
+        draws = int(text)
+    except ValueError:
+        draws = 0
+    if draws < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of label draws >= 1, got {text!r}")
+    return draws
 
 
 def standard_error(values: Sequence[float]) -> float:

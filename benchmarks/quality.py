@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.output import write_json
-from benchmarks.paper_protocol import run_paper_protocol
+from benchmarks.paper_protocol import draws_argument, run_paper_protocol
 from benchmarks.reports import write_quality_report
 from benchmarks.retrieval_metrics import image_to_image_precision, text_to_image, zero_shot_top1
 from middleware.datasets import LabelledImage, load_split, open_image
@@ -200,7 +200,7 @@ def register_bench(sub) -> None:
     parser.add_argument("--heads", default=None, help="heads checkpoint for the lite encoder")
     parser.add_argument("--out", default="results.json")
     parser.add_argument("--feature-cache", default="cache/features", help="'' disables the cache")
-    parser.add_argument("--draws", type=int, default=6)
+    parser.add_argument("--draws", type=draws_argument, default=6, help="label draws per N (at least 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--private", action="store_true",
                         help="also score through the keyed projection the server sees, per storage-noise level")

@@ -10,6 +10,7 @@ import pytest
 from benchmarks.paper_protocol import (
     Counts,
     count_predictions,
+    draws_argument,
     paper_threshold,
     paper_top_k,
     run_paper_protocol,
@@ -90,3 +91,15 @@ def test_the_f1_standard_error_says_how_much_the_draws_disagree():
     assert one["f1_se"] == 0.0
     assert 0.0 < many["f1_se"] < 0.2
     assert 0.6 < many["f1"] < 1.0
+
+
+def test_zero_draws_is_refused_by_the_protocol_and_on_the_command_line():
+    import argparse
+
+    emb = {label: np.eye(6, dtype=np.float32)[[i]] for i, label in enumerate("abcdef")}
+    with pytest.raises(ValueError, match="at least one label draw"):
+        run_paper_protocol(emb, lambda texts: np.zeros((len(texts), 6), np.float32), (5,), draws=0)
+    assert draws_argument("100") == 100
+    for text in ("0", "-3", "many"):
+        with pytest.raises(argparse.ArgumentTypeError, match="label draws"):
+            draws_argument(text)
