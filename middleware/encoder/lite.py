@@ -101,12 +101,39 @@ class LiteEncoder(Encoder):
                           desc: str = "image features") -> np.ndarray:
         """Embeddings of labelled photo files through the on-disk feature cache (benchmarks re-score
         the same photos under many heads): their features, and their mirror images' when needed."""
+        features, mirrored, small = self._cached_views(items, cache_dir, desc)
+        return self.embed_image_features(features, small=small, mirrored=mirrored)
+
+    def cached_image_term_inputs(self, items: Sequence[LabelledImage], cache_dir: str | Path,
+                                 desc: str = "image features") -> np.ndarray:
+        """The pooled features the heads' trainable image term reads for these photos (the tuned tower
+        layers' output when the heads tune some), through the feature cache, averaged with their mirror
+        images' when :meth:`cached_embeddings` would average: what a free-weight probe of the encoder's
+        features reads (``bench headroom``)."""
+        features, mirrored, small = self._cached_views(items, cache_dir, desc)
+        pooled = self._image_term_inputs(features, small)
+        return pooled if mirrored is None else (pooled + self._image_term_inputs(mirrored, small)) / 2
+
+    def _cached_views(self, items: Sequence[LabelledImage], cache_dir: str | Path,
+                      desc: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Cached features of the photos, of their mirror images when needed (else None), and their small flags."""
         small = self.small_photos(photo_sizes(items))
         features, *mirrored = [
             cached_image_features(items, extract, cache_dir, self.config.image_size, desc=f"{desc}{suffix}",
                                   feature_format=feature_format)
             for extract, feature_format, suffix in self._cached_sources(small, len(items))]
-        return self.embed_image_features(features, small=small, mirrored=mirrored[0] if mirrored else None)
+        return features, (mirrored[0] if mirrored else None), small
+
+    @torch.inference_mode()
+    def _image_term_inputs(self, features: np.ndarray, small: np.ndarray | None, batch_size: int = 512) -> np.ndarray:
+        # In batches: the tuned blocks' activations of a whole train split (~30k photos) would need ~20 GB.
+        out = []
+        for start in range(0, len(features), batch_size):
+            rows = slice(start, start + batch_size)
+            every_photo = np.ones(len(features[rows]), dtype=bool)
+            out.append(self._image_inputs(features[rows], None if small is None else small[rows], every_photo)[1])
+        return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, self.config.image_feature_dim),
+                                                                              np.float32)
 
     def embeddings_cached(self, items: Sequence[LabelledImage], cache_dir: str | Path) -> bool:
         """Whether :meth:`cached_embeddings` would embed these photos without a tower pass."""
