@@ -98,11 +98,15 @@ class LiteEncoder(Encoder):
             return self.embed_image_features(features, small=small, mirrored=mirrored)
 
     def cached_embeddings(self, items: Sequence[LabelledImage], cache_dir: str | Path,
-                          desc: str = "image features") -> np.ndarray:
+                          desc: str = "image features", batch_size: int = 1024) -> np.ndarray:
         """Embeddings of labelled photo files through the on-disk feature cache (benchmarks re-score
-        the same photos under many heads): their features, and their mirror images' when needed."""
+        the same photos under many heads): their features, and their mirror images' when needed.
+        In batches: tuned tower blocks' activations for a whole train split would need ~24 GB."""
         features, mirrored, small = self._cached_views(items, cache_dir, desc)
-        return self.embed_image_features(features, small=small, mirrored=mirrored)
+        chunks = [self.embed_image_features(features[rows], small=None if small is None else small[rows],
+                                            mirrored=None if mirrored is None else mirrored[rows])
+                  for rows in (slice(start, start + batch_size) for start in range(0, len(features), batch_size))]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
 
     def cached_image_term_inputs(self, items: Sequence[LabelledImage], cache_dir: str | Path,
                                  desc: str = "image features") -> np.ndarray:
@@ -126,7 +130,7 @@ class LiteEncoder(Encoder):
 
     @torch.inference_mode()
     def _image_term_inputs(self, features: np.ndarray, small: np.ndarray | None, batch_size: int = 512) -> np.ndarray:
-        # In batches: the tuned blocks' activations of a whole train split (~30k photos) would need ~20 GB.
+        # In batches, as in cached_embeddings.
         out = []
         for start in range(0, len(features), batch_size):
             rows = slice(start, start + batch_size)

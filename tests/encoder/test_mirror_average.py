@@ -59,6 +59,8 @@ def test_cached_embeddings_match_what_the_product_indexes(lite_encoder, demo_dir
     cached = averaged.cached_embeddings(items, cache)
     assert averaged.embeddings_cached(items, cache)  # what `bench privacy` checks before reading the cache
     np.testing.assert_allclose(cached, averaged.encode_images([open_image(i.path) for i in items]), atol=2e-3)
+    from_file = averaged.cached_embeddings(items, cache)  # float16 maps now, as the fresh pass kept float32
+    np.testing.assert_allclose(averaged.cached_embeddings(items, cache, batch_size=2), from_file, atol=1e-6)
     assert len(list(cache.glob("*.npz"))) == 2 * len(items)  # each folder: its photos' and their mirrors' features
     features = averaged.image_features([open_image(i.path) for i in items])
     with pytest.raises(ValueError, match="mirror"):
