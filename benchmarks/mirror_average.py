@@ -48,8 +48,7 @@ def run_mirror_average_benchmark(data_root: str | Path, heads: str | Path | None
     checkpoint = load_heads(heads or None)
     heldout_sets, val_sets = photo_sets(Path(data_root), list(folders), thumbnail_side)
     off = LiteEncoder(checkpoint=checkpoint.reconfigured(mirror_average=False))
-    encoders = {"off": off, "on": LiteEncoder(checkpoint=checkpoint.reconfigured(mirror_average=True),
-                                              image_tower=off.image_tower, text_tower=off.text_tower)}
+    encoders = {"off": off, "on": off.reconfigured(mirror_average=True)}
 
     def scores(sets: list[PhotoSet]) -> dict:
         return {s.name: {"label": s.label, "photos": len(s.items),

@@ -73,6 +73,12 @@ class LiteEncoder(Encoder):
         self.text_tower = text_tower if text_tower is not None else TextTower()
         self.dim = self.config.dim
 
+    def reconfigured(self, **changes: object) -> LiteEncoder:
+        """These heads under a config with ``changes`` (e.g. ``mirror_average=False``), on the same towers
+        (loading them again would cost seconds and memory)."""
+        return LiteEncoder(checkpoint=self.checkpoint.reconfigured(**changes), image_tower=self.image_tower,
+                           text_tower=self.text_tower)
+
     @property
     def version(self) -> str:
         return f"lite-{self.checkpoint.version}"
@@ -103,9 +109,9 @@ class LiteEncoder(Encoder):
         the same photos under many heads): their features, and their mirror images' when needed.
         In batches: tuned tower blocks' activations for a whole train split would need ~24 GB."""
         features, mirrored, small = self._cached_views(items, cache_dir, desc)
-        chunks = [self.embed_image_features(features[rows], small=None if small is None else small[rows],
-                                            mirrored=None if mirrored is None else mirrored[rows])
-                  for rows in (slice(start, start + batch_size) for start in range(0, len(features), batch_size))]
+        chunks = [self.embed_image_features(features[rows], small=_rows_of(small, rows),
+                                            mirrored=_rows_of(mirrored, rows))
+                  for rows in _row_batches(len(features), batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
 
     def cached_image_term_inputs(self, items: Sequence[LabelledImage], cache_dir: str | Path,
@@ -130,14 +136,12 @@ class LiteEncoder(Encoder):
 
     @torch.inference_mode()
     def _image_term_inputs(self, features: np.ndarray, small: np.ndarray | None, batch_size: int = 512) -> np.ndarray:
-        # In batches, as in cached_embeddings.
-        out = []
-        for start in range(0, len(features), batch_size):
-            rows = slice(start, start + batch_size)
-            every_photo = np.ones(len(features[rows]), dtype=bool)
-            out.append(self._image_inputs(features[rows], None if small is None else small[rows], every_photo)[1])
-        return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, self.config.image_feature_dim),
-                                                                              np.float32)
+        # In batches, as in cached_embeddings; every photo as a tuned one, and no ConSE (the probe reads none).
+        out = [self._pooled_input(np.asarray(features[rows], dtype=np.float32), _rows_of(small, rows),
+                                  np.ones(len(features[rows]), dtype=bool)).numpy()
+               for rows in _row_batches(len(features), batch_size)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.config.image_feature_dim),
+                                                                           np.float32)
 
     def embeddings_cached(self, items: Sequence[LabelledImage], cache_dir: str | Path) -> bool:
         """Whether :meth:`cached_embeddings` would embed these photos without a tower pass."""
@@ -242,21 +246,32 @@ class LiteEncoder(Encoder):
                       tuned: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """The heads' two image inputs from tower features: the ConSE embedding and pooled features."""
         features = np.asarray(features, dtype=np.float32)
-        if features.ndim != 4:
-            classifier_input = features
-        elif self._maps_are_small(small, len(features)):
-            classifier_input = self.heads.small_photo_layer.read(self._frozen_prehead(features))
-        else:
-            classifier_input = self.image_tower.pooled_from_maps(self._frozen_prehead(features))
+        classifier_input = self._classifier_input(features, small)
         logits = self.image_tower.logits_from_pooled(classifier_input)
         conse = conse_embed(logits, self.class_bank, self.config.conse_top_k, self.config.conse_temperature)
+        return torch.from_numpy(conse.astype(np.float32)), self._pooled_input(features, small, tuned, classifier_input)
+
+    def _classifier_input(self, features: np.ndarray, small: np.ndarray | None) -> np.ndarray:
+        """Pooled features for the tower's own classifier: as given, or from maps through the frozen rest of
+        the tower (through the small-photo layer for thumbnails' maps)."""
+        if features.ndim != 4:
+            return features
+        if self._maps_are_small(small, len(features)):
+            return self.heads.small_photo_layer.read(self._frozen_prehead(features))
+        return self.image_tower.pooled_from_maps(self._frozen_prehead(features))
+
+    def _pooled_input(self, features: np.ndarray, small: np.ndarray | None, tuned: np.ndarray,
+                      classifier_input: np.ndarray | None = None) -> torch.Tensor:
+        """What the heads' pooled-feature term reads: the tuned tower layers' output when the heads tune some,
+        else the classifier's input (``classifier_input`` when already computed)."""
         if self.heads.tower_head is None:
-            pooled = torch.from_numpy(np.asarray(classifier_input, dtype=np.float32))
-        elif tuned.any():
-            pooled = self.heads.pooled_features(torch.from_numpy(features))
-        else:  # no photo takes the tuned terms (e.g. a sharp image query): skip the tuned tower layers
-            pooled = torch.zeros(len(features), self.config.image_feature_dim)
-        return torch.from_numpy(conse.astype(np.float32)), pooled
+            if classifier_input is None:
+                classifier_input = self._classifier_input(features, small)
+            return torch.from_numpy(np.asarray(classifier_input, dtype=np.float32))
+        if tuned.any():
+            return self.heads.pooled_features(torch.from_numpy(features))
+        # No photo takes the tuned terms (e.g. a sharp image query): skip the tuned tower layers.
+        return torch.zeros(len(features), self.config.image_feature_dim)
 
     def _frozen_prehead(self, maps: np.ndarray) -> np.ndarray:
         return self.image_tower.frozen_tail(maps, self.config.first_tuned_block)
@@ -272,6 +287,15 @@ class LiteEncoder(Encoder):
             return False
         _require_small_flags(small, count, "read thumbnails' pre-head maps through a small-photo layer")
         return one_kind(small)
+
+
+def _row_batches(count: int, batch_size: int) -> Iterator[slice]:
+    """Consecutive row slices of at most ``batch_size`` rows covering ``count`` rows."""
+    return (slice(start, start + batch_size) for start in range(0, count, batch_size))
+
+
+def _rows_of(array: np.ndarray | None, rows: slice) -> np.ndarray | None:
+    return None if array is None else array[rows]
 
 
 def _require_small_flags(small: np.ndarray | None, count: int, why: str) -> None:

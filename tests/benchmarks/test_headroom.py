@@ -19,7 +19,6 @@ from benchmarks.headroom import (
     run_headroom_benchmark,
 )
 from middleware.datasets import LabelledImage, open_image, scan_image_folder
-from middleware.encoder.lite import LiteEncoder
 from pmirs.errors import DatasetError, PMIRSError
 
 PER_DOMAIN = 6  # demo classes per domain in the tiny data root
@@ -82,8 +81,7 @@ def test_the_probe_reads_what_the_tuned_image_term_reads_averaged_over_mirror_im
     assert probed.shape == (len(items), lite_encoder.config.image_feature_dim)
     np.testing.assert_allclose(probed, (own + mirrored) / 2, rtol=0, atol=1e-3)
     assert np.abs(own - mirrored).max() > 0.1  # the two views differ, so the mean is a change
-    single = LiteEncoder(checkpoint=lite_encoder.checkpoint.reconfigured(mirror_average=False),
-                         image_tower=lite_encoder.image_tower, text_tower=lite_encoder.text_tower)
+    single = lite_encoder.reconfigured(mirror_average=False)
     # Re-read from the cache file (float16 maps) this time.
     np.testing.assert_allclose(single.cached_image_term_inputs(items, tmp_path / "cache"), own, rtol=0, atol=2e-2)
 

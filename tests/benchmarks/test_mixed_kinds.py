@@ -9,7 +9,6 @@ import pytest
 
 from benchmarks.mixed_kinds import TIE, KindScorer, choose_offset, split_scorer
 from middleware.datasets import LabelledImage, open_image, scan_image_folder
-from middleware.encoder.lite import LiteEncoder
 from pmirs.errors import DatasetError
 
 
@@ -22,9 +21,7 @@ def test_the_smallest_offset_within_the_tie_of_the_best_wins() -> None:
 
 def test_the_offset_lifts_the_tuned_thumbnails_cosines_and_leaves_sharp_photos(lite_encoder, demo_dir: Path,
                                                                                tmp_path: Path) -> None:
-    checkpoint = lite_encoder.checkpoint
-    encoder = LiteEncoder(checkpoint=checkpoint.reconfigured(tuned_offset=0.0),
-                          image_tower=lite_encoder.image_tower, text_tower=lite_encoder.text_tower)
+    encoder = lite_encoder.reconfigured(tuned_offset=0.0)
     sharp = [p.path for p in scan_image_folder(demo_dir / "mammals")][:6]
     thumbnails = []
     for path in sharp:  # each demo photo's own 64-px thumbnail, saved under its label

@@ -86,8 +86,9 @@ def test_the_default_heads_are_the_federated_checkpoint_and_keep_sharp_photos_at
     # Thumbnails get the generic direction back, so their cosines with a caption sit nearer the
     # sharp photos' (mixed collections rank both kinds together; benchmarks/results/mixed_kinds.json).
     assert config.tuned_offset > 0
-    unshifted = LiteEncoder(checkpoint=lite_encoder.checkpoint.reconfigured(tuned_offset=0.0),
-                            image_tower=lite_encoder.image_tower, text_tower=lite_encoder.text_tower)
+    unshifted = lite_encoder.reconfigured(tuned_offset=0.0)
+    assert unshifted.config.tuned_offset == 0.0 and lite_encoder.config.tuned_offset == config.tuned_offset
+    assert unshifted.image_tower is lite_encoder.image_tower and unshifted.text_tower is lite_encoder.text_tower
     caption = lite_encoder.encode_texts(["a photo of a lion"])[0]
     assert tuned[1] @ caption > unshifted.encode_images(photos[1:])[0] @ caption + 0.05
 

@@ -17,9 +17,7 @@ from middleware.encoder.lite import LiteEncoder
 
 def _encoders(lite_encoder, **config) -> dict[bool, LiteEncoder]:
     """The default heads (tuned on thumbnails) with mirror averaging off and on."""
-    return {setting: LiteEncoder(checkpoint=lite_encoder.checkpoint.reconfigured(mirror_average=setting, **config),
-                                 image_tower=lite_encoder.image_tower, text_tower=lite_encoder.text_tower)
-            for setting in (False, True)}
+    return {setting: lite_encoder.reconfigured(mirror_average=setting, **config) for setting in (False, True)}
 
 
 def _photos(demo_dir: Path) -> list:
