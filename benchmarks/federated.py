@@ -28,7 +28,8 @@ from middleware.encoder.base import TextMemo
 from middleware.encoder.conse import conse_embed
 from middleware.encoder.features import TowerOutputs
 from middleware.encoder.heads import DualHeads
-from middleware.encoder.training import LOSSES, ImageExamples, PhraseBank, TrainingExamples
+from middleware.encoder.training import ImageExamples, PhraseBank, TrainingExamples
+from pmirs.commands.federated import add_tower_args, add_training_args, training_settings
 
 N_VALUES: tuple[int | str, ...] = (5, 10, 15, "all")
 # Label draws per N when scoring a round. A domain's F1 then has a standard error of 0.01-0.02 (the
@@ -245,26 +246,10 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--feature-cache", default="cache/features", help="cached tower features directory")
     parser.add_argument("--work-dir", default="runs/federated", help="partition stores and checkpoints")
     parser.add_argument("--clients", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--local-epochs", type=int, default=3)
-    parser.add_argument("--local-steps", type=int, default=0,
-                        help="> 0: every federated client takes exactly this many steps per round")
+    add_training_args(parser)
+    add_tower_args(parser)
     parser.add_argument("--client-weighting", choices=("examples", "uniform"), default="examples",
                         help="how client updates are averaged (the DP run is always uniform)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
-    parser.add_argument("--loss", choices=LOSSES, default="clip",
-                        help="clip: InfoNCE against a phrase per photo; class-ce: every own class a negative")
-    parser.add_argument("--tower-head", action="store_true",
-                        help="every run also tunes the image tower's last conv layer (caches pre-head maps)")
-    parser.add_argument("--tower-blocks", type=int, default=0, metavar="K",
-                        help="with --tower-head: every run also tunes the tower's last K MBConv blocks")
-    parser.add_argument("--tower-lr-scale", type=float, default=1.0,
-                        help="the tuned tower layers learn at --learning-rate x this")
-    parser.add_argument("--mirror", action="store_true",
-                        help="with --tower-head: train on each photo or its mirror image at random "
-                             "(caches the mirror images' maps too)")
-    parser.add_argument("--train-text", action="store_true", help="every run also tunes the text head")
     parser.add_argument("--dp-noise", type=float, default=0.05, help="DP noise multiplier of the DP run")
     parser.add_argument("--dp-clip", type=float, default=0.5, help="DP clipping norm of the DP run")
     parser.add_argument("--heads", default="", help="base heads (default: the zero-shot base lite-heads.pt)")
@@ -278,11 +263,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    settings = {"local-epochs": args.local_epochs, "local-steps": args.local_steps,
-                "client-weighting": args.client_weighting, "learning-rate": args.learning_rate, "anchor": args.anchor,
-                "loss": args.loss,
-                "heads-path": args.heads, "tower-head": args.tower_head, "tower-blocks": args.tower_blocks,
-                "tower-lr-scale": args.tower_lr_scale, "mirror": args.mirror, "train-text": args.train_text}
+    settings = {**training_settings(args), "client-weighting": args.client_weighting}
     results = run_federated_benchmark(
         args.data, args.out, args.feature_cache, args.work_dir, args.clients, args.rounds, settings,
         dp_noise=args.dp_noise, dp_clip=args.dp_clip, runs=[r for r in args.runs.split(",") if r],

@@ -32,26 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     sim = sub.add_parser("simulate", help="run federated fine-tuning on Flower's simulation engine (Ray)")
     _partition_args(sim)
-    sim.add_argument("--rounds", type=int, default=10)
-    sim.add_argument("--local-epochs", type=int, default=3)
-    sim.add_argument("--local-steps", type=int, default=0,
-                     help="> 0: every client takes exactly this many optimiser steps per round (not epochs)")
+    add_training_args(sim)
     sim.add_argument("--client-weighting", choices=("examples", "uniform"), default=None,
                      help="how client updates are averaged: by photo count (FedAvg) or uniformly; "
                           "default: uniform with --dp-noise (DP needs it), else examples")
-    sim.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
-    sim.add_argument("--learning-rate", type=float, default=1e-3)
-    sim.add_argument("--loss", choices=LOSSES, default="clip",
-                     help="clip: InfoNCE against a phrase per photo; class-ce: every own class a negative")
-    sim.add_argument("--tower-lr-scale", type=float, default=1.0,
-                     help="the tuned tower layers learn at --learning-rate x this")
     sim.add_argument("--strategy", choices=("fedavg", "fedprox", "fedavgm"), default="fedavg")
     sim.add_argument("--proximal-mu", type=float, default=0.1, help="FedProx only")
     sim.add_argument("--server-momentum", type=float, default=0.9, help="FedAvgM only")
     sim.add_argument("--dp-noise", type=float, default=0.0, help="central DP noise multiplier (0 = off)")
     sim.add_argument("--dp-clip", type=float, default=0.5, help="client-side clipping norm (DP only)")
     sim.add_argument("--secagg", action="store_true", help="aggregate with SecAgg+ (server sees only the sum)")
-    sim.add_argument("--train-text", action="store_true", help="also tune the text head (default: frozen)")
     sim.add_argument("--work-dir", default="runs/federated", help="where partition stores are written")
     sim.add_argument("--out-dir", default="runs/federated/checkpoints", help="where the checkpoint is saved")
     sim.add_argument("--cpus", type=int, default=2, help="CPUs given to Ray")
@@ -60,8 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep = sub.add_parser("prepare", help="on a client: build its store from its own photo folder")
     prep.add_argument("--data", required=True, help="<root>/<label>/*.jpg or <root>/<domain>/<label>/*.jpg")
     prep.add_argument("--out", required=True, help="the store directory (give it to the SuperNode)")
-    prep.add_argument("--tower-head", action="store_true", help="keep pre-head maps (for --tower-head runs)")
-    _tower_store_args(prep)
+    add_tower_args(prep)
     prep.add_argument("--heads", default="", help="base heads of the run (default: the zero-shot base lite-heads.pt)")
     prep.set_defaults(func=_prepare)
 
@@ -83,13 +72,14 @@ def _partition_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", default="", help="base heads of the run (default: the zero-shot base lite-heads.pt)")
     parser.add_argument("--per-class", type=int, default=100, help="photos per class to use (0 = all)")
     parser.add_argument("--feature-cache", default="cache/features", help="cached tower features directory")
-    parser.add_argument("--tower-head", action="store_true",
-                        help="also tune the image tower's last conv layer (stores keep pre-head maps, ~31 KB/photo)")
-    _tower_store_args(parser)
+    add_tower_args(parser)
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _tower_store_args(parser: argparse.ArgumentParser) -> None:
+def add_tower_args(parser: argparse.ArgumentParser) -> None:
+    """Which image tower layers a run tunes: its client stores keep those layers' input maps."""
+    parser.add_argument("--tower-head", action="store_true",
+                        help="also tune the image tower's last conv layer (stores keep pre-head maps, ~31 KB/photo)")
     parser.add_argument("--tower-blocks", type=int, default=0, choices=range(MAX_TUNED_BLOCKS + 1), metavar="K",
                         help="with --tower-head: also tune the tower's last K MBConv blocks "
                              f"(0..{MAX_TUNED_BLOCKS}; stores keep their input maps: ~19 KB/photo, ~44 KB for 5)")
@@ -98,12 +88,41 @@ def _tower_store_args(parser: argparse.ArgumentParser) -> None:
                              "training reads one or the other at random (twice the store size)")
 
 
-def _first_block(args: argparse.Namespace) -> int:
-    """The tower block whose input maps the stores keep (16 = the pre-head maps)."""
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    """The clients' local training, shared by ``federated simulate`` and ``bench federated``."""
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--local-epochs", type=int, default=3)
+    parser.add_argument("--local-steps", type=int, default=0,
+                        help="> 0: every client takes exactly this many optimiser steps per round (not epochs)")
+    parser.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--loss", choices=LOSSES, default="clip",
+                        help="clip: InfoNCE against a phrase per photo; class-ce: every own class a negative")
+    parser.add_argument("--tower-lr-scale", type=float, default=1.0,
+                        help="the tuned tower layers learn at --learning-rate x this")
+    parser.add_argument("--train-text", action="store_true", help="also tune the text head (default: frozen)")
+
+
+def training_settings(args: argparse.Namespace) -> dict:
+    """The run-config entries of :func:`add_training_args` and :func:`add_tower_args` (checked) and ``--heads``."""
+    check_tower_args(args)
+    return {"local-epochs": args.local_epochs, "local-steps": args.local_steps, "learning-rate": args.learning_rate,
+            "anchor": args.anchor, "loss": args.loss, "tower-head": args.tower_head, "tower-blocks": args.tower_blocks,
+            "tower-lr-scale": args.tower_lr_scale, "mirror": args.mirror, "train-text": args.train_text,
+            "heads-path": args.heads}
+
+
+def check_tower_args(args: argparse.Namespace) -> None:
+    """Refuse tower flags that need ``--tower-head`` without it."""
     if args.tower_blocks and not args.tower_head:
         raise UsageError("--tower-blocks tunes blocks in front of the tower's last conv layer: add --tower-head")
     if args.mirror and not args.tower_head:
         raise UsageError("--mirror flips the input maps of the tuned tower layers: add --tower-head")
+
+
+def _first_block(args: argparse.Namespace) -> int:
+    """The tower block whose input maps the stores keep (16 = the pre-head maps)."""
+    check_tower_args(args)
     return TOWER_BLOCKS - args.tower_blocks
 
 
@@ -139,15 +158,12 @@ def _simulate(args: argparse.Namespace) -> int:
     root = Path(args.work_dir) / f"partitions-{args.partition}-{args.clients}"
     _write_stores(args, root)
     settings = {
-        "num-server-rounds": args.rounds, "local-epochs": args.local_epochs, "local-steps": args.local_steps,
+        **training_settings(args), "num-server-rounds": args.rounds,
         "client-weighting": args.client_weighting or ("uniform" if args.dp_noise > 0 else "examples"),
-        "learning-rate": args.learning_rate, "anchor": args.anchor, "loss": args.loss,
         "strategy": args.strategy, "proximal-mu": args.proximal_mu if args.strategy == "fedprox" else 0.0,
         "server-momentum": args.server_momentum,
         "dp-noise-multiplier": args.dp_noise, "dp-clipping-norm": args.dp_clip, "secagg": args.secagg,
-        "tower-head": args.tower_head, "tower-blocks": args.tower_blocks, "tower-lr-scale": args.tower_lr_scale,
-        "mirror": args.mirror, "train-text": args.train_text,
-        "heads-path": args.heads, "partitions-root": str(root.resolve()),
+        "partitions-root": str(root.resolve()),
         "out-dir": str(Path(args.out_dir).resolve()), "partition": args.partition, "seed": args.seed,
     }
     manifest = simulate(settings, args.clients, num_cpus=args.cpus)
