@@ -26,7 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks.output import write_report
-from benchmarks.paper_protocol import draws_argument
+from benchmarks.paper_protocol import draw_phrases, draws_argument
 from middleware.datasets import LabelledImage, limit_per_class, scan_image_folder
 from middleware.encoder.templates import PAPER_TEMPLATES
 from pmirs.errors import DatasetError
@@ -106,7 +106,7 @@ def phrase_scorer(image_emb: np.ndarray, class_names: Sequence[str], encode_text
                   templates: Sequence[str] = PAPER_TEMPLATES) -> Callable[[list[int], np.random.Generator], np.ndarray]:
     """Cosines of every photo to one random-template phrase per drawn class, as the paper protocol draws them."""
     def score(chosen: list[int], rng: np.random.Generator) -> np.ndarray:
-        phrases = [templates[rng.integers(len(templates))].format(class_names[c]) for c in chosen]
+        phrases = draw_phrases([class_names[c] for c in chosen], rng, templates)
         return image_emb @ np.asarray(encode_texts(phrases)).T
 
     return score

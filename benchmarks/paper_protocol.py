@@ -71,6 +71,12 @@ def count_predictions(image_emb: np.ndarray, phrase_emb: np.ndarray, true_index:
     return Counts(tp=tp, fp=int(predicted.sum()) - tp, fn=len(true_index) - tp)
 
 
+def draw_phrases(labels: Sequence[str], rng: np.random.Generator,
+                 templates: Sequence[str] = PAPER_TEMPLATES) -> list[str]:
+    """One phrase per label, each from a random template: how every draw of the protocol asks."""
+    return [templates[rng.integers(len(templates))].format(label) for label in labels]
+
+
 def run_paper_protocol(
     image_emb_by_label: Mapping[str, np.ndarray],
     encode_texts: Callable[[Sequence[str]], np.ndarray],
@@ -94,8 +100,7 @@ def run_paper_protocol(
         per_draw = []
         for _ in range(draws):
             chosen = [labels[i] for i in rng.choice(len(labels), size=n, replace=False)]
-            phrases = [templates[rng.integers(len(templates))].format(label) for label in chosen]
-            phrase_emb = encode_texts(phrases)
+            phrase_emb = encode_texts(draw_phrases(chosen, rng, templates))
             counts = Counts()
             for index, label in enumerate(chosen):
                 queries = image_emb_by_label[label]
