@@ -143,10 +143,10 @@ def forgetting_markdown(results: dict) -> str:
 
 
 def _plot(results: dict, path: Path) -> None:
-    from benchmarks.reports import paired_bar_plot
+    from benchmarks.reports import grouped_bar_plot
 
     sets = results["sets"]
-    paired_bar_plot(path, [entry.get("label", name) for name, entry in sets.items()],
+    grouped_bar_plot(path, [entry.get("label", name) for name, entry in sets.items()],
                     [(results["base"], [e["base"]["f1@10"] for e in sets.values()]),
                      (results["heads"], [e["tuned"]["f1@10"] for e in sets.values()])],
                     "zero-shot F1@10", "Untrained classes: base vs fine-tuned encoder")

@@ -12,7 +12,9 @@ domain and N, on the same label draws:
 
 When the probe is no better than the phrases, better heads cannot lift F1: the features must
 improve (more tower layers, another tower). The probe's weight decay is chosen on a held-out fifth
-of ``train/``, never on the split scored.
+of ``train/``, never on the split scored. ``--tune-blocks K`` adds a third: the tower's last K
+blocks tuned with a free classifier (:mod:`benchmarks.tuned_tail`), what a fine-tune of those
+layers could reach at most.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,9 +30,14 @@ from torch.nn import functional as F
 
 from benchmarks.output import write_report
 from benchmarks.paper_protocol import draw_phrases, draws_argument
+from benchmarks.tuned_tail import TailSettings, start_tail, tail_inputs, train_tuned_tail
 from middleware.datasets import LabelledImage, limit_per_class, scan_image_folder
 from middleware.encoder.templates import PAPER_TEMPLATES
+from middleware.encoder.towers import TOWER_BLOCKS
 from pmirs.errors import DatasetError
+
+if TYPE_CHECKING:
+    from middleware.encoder.lite import LiteEncoder
 
 N_VALUES = (5, 10)
 WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)  # the probe's L2 penalty, chosen on held-out train photos
@@ -65,14 +73,20 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, weight_decay: float, max
     return log_probs
 
 
-def choose_weight_decay(features: np.ndarray, labels: np.ndarray, seed: int = 0,
-                        grid: Sequence[float] = WEIGHT_DECAYS) -> tuple[float, dict[str, float]]:
-    """The grid value whose probe, fitted on 4/5 of each class's photos, is most accurate on the rest."""
+def held_out_rows(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A mask of a fifth of each class's rows (at least one), held out to choose a setting on."""
     rng = np.random.default_rng(seed)
     held = np.zeros(len(labels), dtype=bool)
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
         held[rng.choice(rows, size=max(1, round(SELECTION_SHARE * len(rows))), replace=False)] = True
+    return held
+
+
+def choose_weight_decay(features: np.ndarray, labels: np.ndarray, seed: int = 0,
+                        grid: Sequence[float] = WEIGHT_DECAYS) -> tuple[float, dict[str, float]]:
+    """The grid value whose probe, fitted on 4/5 of each class's photos, is most accurate on the rest."""
+    held = held_out_rows(labels, seed)
     trials = {}
     for weight_decay in grid:
         scores = fit_probe(features[~held], labels[~held], weight_decay)(features[held])
@@ -127,8 +141,12 @@ def split_items(data_root: Path, split: str, per_class: int | None = None) -> li
 
 def run_headroom_benchmark(data_root: str | Path, heads: str | Path | None = None, train_per_class: int | None = None,
                            draws: int = DEFAULT_DRAWS, out: str | Path = "headroom.json",
-                           feature_cache: str | Path = "cache/features", seed: int = 0) -> dict:
-    """Phrase and probe accuracy per domain and N of one encoder on ``val/``; write JSON, table and plot."""
+                           feature_cache: str | Path = "cache/features", seed: int = 0,
+                           tail: TailSettings | None = None) -> dict:
+    """Phrase and probe accuracy per domain and N of one encoder on ``val/``; write JSON, table and plot.
+
+    With ``tail``, also the accuracy of the tower's tail tuned with a free classifier (:mod:`benchmarks.tuned_tail`).
+    """
     from middleware.encoder.base import TextMemo
     from middleware.encoder.heads import load_heads
     from middleware.encoder.lite import LiteEncoder
@@ -149,44 +167,79 @@ def run_headroom_benchmark(data_root: str | Path, heads: str | Path | None = Non
     probe = fit_probe(train_x, train_y, weight_decay)
     val_log_probs = probe(encoder.cached_image_term_inputs(val, feature_cache, desc="features val"))
     val_emb = encoder.cached_embeddings(val, feature_cache, desc="features val")
+    scored, tail_record = {"probe": val_log_probs}, {}
+    if tail is not None:
+        scored["tuned tail"], tail_record["tuned_tail"] = _tuned_tail_log_probs(encoder, train, val, train_y, tail,
+                                                                                feature_cache, seed)
     texts = TextMemo(lambda batch: encoder.encode_texts(list(batch)))
     results: dict = {"heads": encoder.version, "train_photos": len(train), "train_per_class": train_per_class,
-                     "draws": draws, "weight_decay": weight_decay, "weight_decay_trials": trials, "domains": {}}
+                     "draws": draws, "weight_decay": weight_decay, "weight_decay_trials": trials, **tail_record,
+                     "domains": {}}
     for domain in sorted({item.domain or "" for item in val}):
         rows = np.asarray([(item.domain or "") == domain for item in val])
         names = sorted({item.label for item, keep in zip(val, rows, strict=True) if keep})
         local = np.asarray([names.index(item.label) for item, keep in zip(val, rows, strict=True) if keep])
+        columns = np.asarray([classes.index(c) for c in names])
         scorers = {"phrases": phrase_scorer(val_emb[rows], names, texts),
-                   "probe": probe_scorer(val_log_probs[rows], np.asarray([classes.index(c) for c in names]))}
+                   **{name: probe_scorer(log_probs[rows], columns) for name, log_probs in scored.items()}}
         results["domains"][domain or "all"] = {
             str(n): n_way_accuracy(scorers, local, n, draws, seed) for n in N_VALUES}
     write_report(out, results, headroom_markdown, _plot)
     return results
 
 
+def _tuned_tail_log_probs(encoder: LiteEncoder, train: list[LabelledImage], val: list[LabelledImage],
+                          train_y: np.ndarray, settings: TailSettings, feature_cache: str | Path, seed: int
+                          ) -> tuple[np.ndarray, dict]:
+    """Train the tower's tail with a free classifier on ``train`` (epoch chosen on held-out train photos)
+    and return its val log-probabilities and training record."""
+    train_inputs = tail_inputs(train, encoder, settings.blocks, feature_cache, "tail maps train")
+    val_inputs = tail_inputs(val, encoder, settings.blocks, feature_cache, "tail maps val")
+    if train_inputs.small != val_inputs.small:
+        raise DatasetError("the tuned tail needs train/ and val/ photos of one kind (thumbnails or larger photos)")
+    layer = encoder.heads.small_photo_layer
+    tail = start_tail(encoder.image_tower.model, layer.head if train_inputs.small and layer else None,
+                      int(train_y.max()) + 1, settings)
+    record = train_tuned_tail(tail, train_inputs, train_y, held_out_rows(train_y, seed), settings)
+    del train_inputs
+    return tail.log_probs(val_inputs.maps, val_inputs.mirrored), record
+
+
 def headroom_markdown(results: dict) -> str:
-    """One row per domain and N: phrase accuracy, probe accuracy, and the gap between them."""
+    """One row per domain and N: phrase accuracy, probe accuracy (and the tuned tail's), and the gaps."""
+    tail = results.get("tuned_tail")
     lines = [f"# Headroom: encoder `{results['heads']}`", "",
              f"Top-1 among N random classes of a domain, {results['draws']} draws per N. Probe: a free-weight "
              f"linear classifier on the same image features of {results['train_photos']} train photos "
-             f"(weight decay {results['weight_decay']:g}, chosen on held-out train photos).", "",
-             "| domain | N | phrases (as shipped) | free-weight probe | probe - phrases |", "|---|---|---|---|---|"]
+             f"(weight decay {results['weight_decay']:g}, chosen on held-out train photos)."]
+    header = "| domain | N | phrases (as shipped) | free-weight probe | probe - phrases |"
+    if tail:
+        settings = tail["settings"]
+        lines.append(f"Tuned tail: the tower's last {settings['blocks']} blocks and conv layer with a free classifier, "
+                     f"cross-entropy, epoch {tail['chosen_epoch']} of {settings['epochs']} (chosen on held-out train "
+                     "photos).")
+        header += " tuned tail | tail - phrases |"
+    lines += ["", header, "|---|---|---|---|---|" + ("---|---|" if tail else "")]
     for domain, per_n in results["domains"].items():
         for n, acc in per_n.items():
-            lines.append(f"| {domain} | {n} | {acc['phrases']:.3f} | {acc['probe']:.3f} | "
-                         f"{acc['probe'] - acc['phrases']:+.3f} |")
+            row = (f"| {domain} | {n} | {acc['phrases']:.3f} | {acc['probe']:.3f} | "
+                   f"{acc['probe'] - acc['phrases']:+.3f} |")
+            if tail:
+                row += f" {acc['tuned tail']:.3f} | {acc['tuned tail'] - acc['phrases']:+.3f} |"
+            lines.append(row)
     return "\n".join(lines) + "\n"
 
 
 def _plot(results: dict, path: Path) -> None:
-    from benchmarks.reports import paired_bar_plot
+    from benchmarks.reports import grouped_bar_plot
 
     bars = [(domain, int(n), acc) for domain, per_n in results["domains"].items() for n, acc in per_n.items()]
-    paired_bar_plot(path, [f"{domain} N={n}" for domain, n, _ in bars],
-                    [(name, [acc[name] for _, _, acc in bars]) for name in ("phrases", "probe")],
-                    "top-1 among N classes",
-                    f"Phrases vs a free-weight probe on the same features ({results['heads']})",
-                    targets=[TARGETS[n] for _, n, _ in bars])
+    names = [name for name in ("phrases", "probe", "tuned tail") if name in bars[0][2]]
+    grouped_bar_plot(path, [f"{domain} N={n}" for domain, n, _ in bars],
+                     [(name, [acc[name] for _, _, acc in bars]) for name in names],
+                     "top-1 among N classes",
+                     f"Phrases vs free-weight classifiers ({results['heads']})",
+                     targets=[TARGETS[n] for _, n, _ in bars])
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:
@@ -198,11 +251,20 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--draws", type=draws_argument, default=DEFAULT_DRAWS, help="label draws per domain and N")
     parser.add_argument("--out", default="headroom.json", help="results JSON (+ .md, .png)")
     parser.add_argument("--feature-cache", default="cache/features")
+    parser.add_argument("--tune-blocks", type=int, default=-1, metavar="K",
+                        help="also tune the tower's last K MBConv blocks + conv layer with a free classifier "
+                             "(0: the conv layer only; off by default; caches their input maps first)")
+    parser.add_argument("--tail-epochs", type=int, default=TailSettings.epochs, help="epochs of the tuned tail")
     parser.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
+    from pmirs.commands.keys import UsageError
+
+    if args.tune_blocks >= TOWER_BLOCKS or args.tail_epochs < 1:
+        raise UsageError(f"--tune-blocks takes 0..{TOWER_BLOCKS - 1} and --tail-epochs at least 1")
+    tail = TailSettings(blocks=args.tune_blocks, epochs=args.tail_epochs) if args.tune_blocks >= 0 else None
     results = run_headroom_benchmark(args.data, args.heads, args.train_per_class or None, args.draws, args.out,
-                                     args.feature_cache)
+                                     args.feature_cache, tail=tail)
     print(headroom_markdown(results))
     return 0

@@ -80,10 +80,10 @@ def mirror_average_markdown(results: dict) -> str:
 
 
 def _plot(results: dict, path: Path) -> None:
-    from benchmarks.reports import paired_bar_plot
+    from benchmarks.reports import grouped_bar_plot
 
     entries = [*results["heldout"].values(), *results["val"].values()]
-    paired_bar_plot(path, [e["label"] for e in entries],
+    grouped_bar_plot(path, [e["label"] for e in entries],
                     [(f"mirror average {name}", [e[name]["f1@10"] for e in entries]) for name in ("off", "on")],
                     "paper-protocol F1@10", f"Test-time flip on tuned photos ({results['heads']})")
 

@@ -49,14 +49,15 @@ def write_quality_report(results: dict, json_path: Path) -> None:
     plt.close(fig)
 
 
-def paired_bar_plot(path: Path, labels: list[str], series: list[tuple[str, list[float]]], ylabel: str,
-                    title: str, targets: list[float] | None = None) -> None:
-    """Two bars per labelled set, one per (name, values) of ``series`` (e.g. base and tuned), on a
-    0-1 scale, saved to ``path``; ``targets`` (one per set) are drawn as a line across its bars."""
+def grouped_bar_plot(path: Path, labels: list[str], series: list[tuple[str, list[float]]], ylabel: str,
+                     title: str, targets: list[float] | None = None) -> None:
+    """One bar per (name, values) of ``series`` for each labelled set (e.g. base and tuned), on a 0-1
+    scale, saved to ``path``; ``targets`` (one per set) are drawn as a line across its bars."""
     fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(labels)), 3.5))
     x = list(range(len(labels)))
-    for offset, (name, values) in zip((-0.2, 0.2), series, strict=True):
-        ax.bar([i + offset for i in x], values, width=0.4, label=name)
+    width = 0.8 / len(series)
+    for k, (name, values) in enumerate(series):
+        ax.bar([i + (k - (len(series) - 1) / 2) * width for i in x], values, width=width, label=name)
     if targets is not None:
         ax.hlines(targets, [i - 0.45 for i in x], [i + 0.45 for i in x], colors="black", linestyles="--",
                   label="target")

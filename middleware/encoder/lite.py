@@ -108,6 +108,9 @@ class LiteEncoder(Encoder):
         """Embeddings of labelled photo files through the on-disk feature cache (benchmarks re-score
         the same photos under many heads): their features, and their mirror images' when needed.
         In batches: tuned tower blocks' activations for a whole train split would need ~24 GB."""
+        mixed = self._per_kind(items, lambda group: self.cached_embeddings(group, cache_dir, desc, batch_size))
+        if mixed is not None:
+            return mixed
         features, mirrored, small = self._cached_views(items, cache_dir, desc)
         chunks = [self.embed_image_features(features[rows], small=_rows_of(small, rows),
                                             mirrored=_rows_of(mirrored, rows))
@@ -120,9 +123,27 @@ class LiteEncoder(Encoder):
         layers' output when the heads tune some), through the feature cache, averaged with their mirror
         images' when :meth:`cached_embeddings` would average: what a free-weight probe of the encoder's
         features reads (``bench headroom``)."""
+        mixed = self._per_kind(items, lambda group: self.cached_image_term_inputs(group, cache_dir, desc))
+        if mixed is not None:
+            return mixed
         features, mirrored, small = self._cached_views(items, cache_dir, desc)
         pooled = self._image_term_inputs(features, small)
         return pooled if mirrored is None else (pooled + self._image_term_inputs(mirrored, small)) / 2
+
+    def _per_kind(self, items: Sequence[LabelledImage], compute: Callable[[list[LabelledImage]], np.ndarray]
+                  ) -> np.ndarray | None:
+        """``compute`` for thumbnails and larger photos apart, rows back in order, when both kinds are
+        among ``items`` and the heads tune tower layers (the two kinds' cached maps may differ in size,
+        as in :meth:`encode_images`); None otherwise."""
+        small = self.small_photos(photo_sizes(items))
+        if self.heads.tower_head is None or small is None or small.all() or not small.any():
+            return None
+        parts = [(group, compute([item for item, keep in zip(items, group, strict=True) if keep]))
+                 for group in (small, ~small)]
+        out = np.empty((len(items), parts[0][1].shape[1]), dtype=np.float32)
+        for group, values in parts:
+            out[group] = values
+        return out
 
     def _cached_views(self, items: Sequence[LabelledImage], cache_dir: str | Path,
                       desc: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:

@@ -18,7 +18,9 @@ from benchmarks.headroom import (
     n_way_accuracy,
     run_headroom_benchmark,
 )
+from benchmarks.tuned_tail import TailSettings
 from middleware.datasets import LabelledImage, open_image, scan_image_folder
+from pmirs.cli import main
 from pmirs.errors import DatasetError, PMIRSError
 
 PER_DOMAIN = 6  # demo classes per domain in the tiny data root
@@ -128,3 +130,40 @@ def test_bench_headroom_refuses_val_classes_without_train_photos(tiny_root: Path
     assert isinstance(caught.value, PMIRSError)
     with pytest.raises(DatasetError, match="no train/ split"):
         run_headroom_benchmark(tiny_root / "val", draws=1, out=tmp_path / "h.json", feature_cache=tmp_path / "fc")
+
+
+def test_bench_headroom_scores_the_tuned_tail_on_the_same_draws(tiny_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "headroom.json"
+    tail = TailSettings(blocks=1, epochs=3, batch_size=4)
+    results = run_headroom_benchmark(tiny_root, draws=4, out=out, feature_cache=tmp_path / "fc", tail=tail)
+    assert results["tuned_tail"]["settings"]["blocks"] == 1
+    assert len(results["tuned_tail"]["held_out_accuracy"]) == tail.epochs + 1
+    for per_n in results["domains"].values():
+        for accuracy in per_n.values():
+            # val photos are train photos; a mis-mapped class column would sit near 1/N (0.2 or 0.1)
+            assert accuracy["tuned tail"] >= 0.5
+    assert out.with_suffix(".md").read_text().count("| food |") == len(N_VALUES)
+    assert "tuned tail | tail - phrases |" in out.with_suffix(".md").read_text()
+
+
+def test_the_tuned_tail_refuses_thumbnails_mixed_with_larger_photos(demo_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    for item in scan_image_folder(demo_dir / "food")[:2]:
+        for split in ("train", "val"):
+            folder = root / split / "food" / item.path.parent.name
+            folder.mkdir(parents=True)
+            photo = Image.open(item.path).convert("RGB")
+            photo.save(folder / "sharp.jpg")
+            photo.resize((64, 64)).save(folder / "thumb.jpg")  # takes the small-photo path
+    with pytest.raises(DatasetError, match="one kind"):
+        run_headroom_benchmark(root, draws=1, out=tmp_path / "h.json", feature_cache=tmp_path / "fc",
+                               tail=TailSettings(blocks=0, epochs=1))
+
+
+@pytest.mark.parametrize("flags", [["--tune-blocks", "16"], ["--tune-blocks", "1", "--tail-epochs", "0"]])
+def test_bench_headroom_refuses_tail_flags_out_of_range_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str]) -> None:
+    out = tmp_path / "h.json"
+    assert main(["bench", "headroom", "--data", str(tmp_path), "--out", str(out), *flags]) == 2
+    assert "--tune-blocks takes 0..15" in capsys.readouterr().err
+    assert not out.exists()

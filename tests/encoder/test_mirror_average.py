@@ -65,6 +65,24 @@ def test_cached_embeddings_match_what_the_product_indexes(lite_encoder, demo_dir
         averaged.embed_image_features(features, small=np.ones(len(items), dtype=bool))
 
 
+def test_cached_embeddings_of_a_folder_mixing_thumbnails_and_sharp_photos_match_the_product(
+        lite_encoder, demo_dir: Path, tmp_path: Path) -> None:
+    items = []
+    for k, item in enumerate(scan_image_folder(demo_dir / "food")[:4]):  # one folder: sharp, thumb, sharp, thumb
+        (tmp_path / "photos").mkdir(exist_ok=True)
+        path = tmp_path / "photos" / f"{k}.png"
+        photo = open_image(item.path)
+        (photo.resize((64, 64)) if k % 2 else photo).save(path)
+        items.append(LabelledImage(path=path, label=item.label))
+    assert lite_encoder.heads.tower_head is not None  # whose cached maps used to be refused for mixed folders
+    expected = lite_encoder.encode_images([open_image(i.path) for i in items])
+    np.testing.assert_allclose(lite_encoder.cached_embeddings(items, tmp_path / "cache"), expected, atol=2e-3)
+    term_inputs = lite_encoder.cached_image_term_inputs(items, tmp_path / "cache")
+    assert term_inputs.shape == (len(items), lite_encoder.config.image_feature_dim)
+    alone = lite_encoder.cached_image_term_inputs([items[1], items[3]], tmp_path / "cache")  # the thumbnails alone
+    np.testing.assert_allclose(term_inputs[[1, 3]], alone, atol=1e-6)
+
+
 def test_the_benchmark_switches_it_on_only_when_held_out_f1_rises_and_map_holds() -> None:
     def entry(f1_off: float, f1_on: float, map_off: float, map_on: float) -> dict:
         return {"off": {"f1@10": f1_off, "t2i_map": map_off}, "on": {"f1@10": f1_on, "t2i_map": map_on}}
