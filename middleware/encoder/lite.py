@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ SINGLE_THREAD_TEXTS = 4
 # A single image query too: one thread costs ~30% more on an idle machine (38 vs 28 ms) but keeps
 # p95 near 50 ms when the other core is busy, where two threads spiked past 1 s (measured here).
 SINGLE_THREAD_IMAGES = 1
+T = TypeVar("T")  # a photo or a labelled photo file, grouped by kind in _per_kind
 
 
 @contextlib.contextmanager
@@ -91,12 +93,8 @@ class LiteEncoder(Encoder):
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         small = self.small_photos([image.size for image in images])
-        if self.heads.tower_head is not None and small is not None and 0 < small.sum() < len(images):
-            # Thumbnails and larger photos give pre-head maps of different sizes: one group at a time.
-            out = np.empty((len(images), self.dim), dtype=np.float32)
-            for group in (small, ~small):
-                out[group] = self.encode_images([im for im, keep in zip(images, group, strict=True) if keep])
-            return out
+        if self._mixes_kinds(small):
+            return _per_kind(images, small, self.encode_images)
         with _intra_op_threads(1 if len(images) <= SINGLE_THREAD_IMAGES else torch.get_num_threads()):
             features = self.image_features(images, batch_size=batch_size)
             mirrored = (self.mirrored_image_features(images, batch_size=batch_size)
@@ -108,10 +106,10 @@ class LiteEncoder(Encoder):
         """Embeddings of labelled photo files through the on-disk feature cache (benchmarks re-score
         the same photos under many heads): their features, and their mirror images' when needed.
         In batches: tuned tower blocks' activations for a whole train split would need ~24 GB."""
-        mixed = self._per_kind(items, lambda group: self.cached_embeddings(group, cache_dir, desc, batch_size))
-        if mixed is not None:
-            return mixed
-        features, mirrored, small = self._cached_views(items, cache_dir, desc)
+        small = self.small_photos(photo_sizes(items))
+        if self._mixes_kinds(small):
+            return _per_kind(items, small, lambda group: self.cached_embeddings(group, cache_dir, desc, batch_size))
+        features, mirrored = self._cached_views(items, small, cache_dir, desc)
         chunks = [self.embed_image_features(features[rows], small=_rows_of(small, rows),
                                             mirrored=_rows_of(mirrored, rows))
                   for rows in _row_batches(len(features), batch_size)]
@@ -123,37 +121,27 @@ class LiteEncoder(Encoder):
         layers' output when the heads tune some), through the feature cache, averaged with their mirror
         images' when :meth:`cached_embeddings` would average: what a free-weight probe of the encoder's
         features reads (``bench headroom``)."""
-        mixed = self._per_kind(items, lambda group: self.cached_image_term_inputs(group, cache_dir, desc))
-        if mixed is not None:
-            return mixed
-        features, mirrored, small = self._cached_views(items, cache_dir, desc)
+        small = self.small_photos(photo_sizes(items))
+        if self._mixes_kinds(small):
+            return _per_kind(items, small, lambda group: self.cached_image_term_inputs(group, cache_dir, desc))
+        features, mirrored = self._cached_views(items, small, cache_dir, desc)
         pooled = self._image_term_inputs(features, small)
         return pooled if mirrored is None else (pooled + self._image_term_inputs(mirrored, small)) / 2
 
-    def _per_kind(self, items: Sequence[LabelledImage], compute: Callable[[list[LabelledImage]], np.ndarray]
-                  ) -> np.ndarray | None:
-        """``compute`` for thumbnails and larger photos apart, rows back in order, when both kinds are
-        among ``items`` and the heads tune tower layers (the two kinds' cached maps may differ in size,
-        as in :meth:`encode_images`); None otherwise."""
-        small = self.small_photos(photo_sizes(items))
-        if self.heads.tower_head is None or small is None or small.all() or not small.any():
-            return None
-        parts = [(group, compute([item for item, keep in zip(items, group, strict=True) if keep]))
-                 for group in (small, ~small)]
-        out = np.empty((len(items), parts[0][1].shape[1]), dtype=np.float32)
-        for group, values in parts:
-            out[group] = values
-        return out
+    def _mixes_kinds(self, small: np.ndarray | None) -> bool:
+        """Whether photos (``small``: their small-path flags) must be embedded one kind at a time: the
+        heads tune tower layers and both kinds are present, whose pre-head maps may differ in size."""
+        return self.heads.tower_head is not None and small is not None and 0 < small.sum() < len(small)
 
-    def _cached_views(self, items: Sequence[LabelledImage], cache_dir: str | Path,
-                      desc: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """Cached features of the photos, of their mirror images when needed (else None), and their small flags."""
-        small = self.small_photos(photo_sizes(items))
+    def _cached_views(self, items: Sequence[LabelledImage], small: np.ndarray | None, cache_dir: str | Path,
+                      desc: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Cached features of the photos (``small``: their small-path flags), and of their mirror images
+        when needed (else None)."""
         features, *mirrored = [
             cached_image_features(items, extract, cache_dir, self.config.image_size, desc=f"{desc}{suffix}",
                                   feature_format=feature_format)
             for extract, feature_format, suffix in self._cached_sources(small, len(items))]
-        return features, (mirrored[0] if mirrored else None), small
+        return features, (mirrored[0] if mirrored else None)
 
     @torch.inference_mode()
     def _image_term_inputs(self, features: np.ndarray, small: np.ndarray | None, batch_size: int = 512) -> np.ndarray:
@@ -308,6 +296,17 @@ class LiteEncoder(Encoder):
             return False
         _require_small_flags(small, count, "read thumbnails' pre-head maps through a small-photo layer")
         return one_kind(small)
+
+
+def _per_kind(rows: Sequence[T], small: np.ndarray, compute: Callable[[list[T]], np.ndarray]) -> np.ndarray:
+    """``compute`` on the thumbnails and on the larger photos among ``rows`` apart (``small``: which are
+    thumbnails), results back in the rows' order."""
+    parts = [(group, compute([row for row, keep in zip(rows, group, strict=True) if keep]))
+             for group in (small, ~small)]
+    out = np.empty((len(rows), *parts[0][1].shape[1:]), dtype=np.float32)
+    for group, values in parts:
+        out[group] = values
+    return out
 
 
 def _row_batches(count: int, batch_size: int) -> Iterator[slice]:
