@@ -251,7 +251,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--draws", type=draws_argument, default=DEFAULT_DRAWS, help="label draws per domain and N")
     parser.add_argument("--out", default="headroom.json", help="results JSON (+ .md, .png)")
     parser.add_argument("--feature-cache", default="cache/features")
-    parser.add_argument("--tune-blocks", type=int, default=-1, metavar="K",
+    parser.add_argument("--tune-blocks", type=int, default=None, metavar="K",
                         help="also tune the tower's last K MBConv blocks + conv layer with a free classifier "
                              "(0: the conv layer only; off by default; caches their input maps first)")
     parser.add_argument("--tail-epochs", type=int, default=TailSettings.epochs, help="epochs of the tuned tail")
@@ -261,9 +261,9 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     from pmirs.commands.keys import UsageError
 
-    if args.tune_blocks >= TOWER_BLOCKS or args.tail_epochs < 1:
+    if (args.tune_blocks is not None and not 0 <= args.tune_blocks < TOWER_BLOCKS) or args.tail_epochs < 1:
         raise UsageError(f"--tune-blocks takes 0..{TOWER_BLOCKS - 1} and --tail-epochs at least 1")
-    tail = TailSettings(blocks=args.tune_blocks, epochs=args.tail_epochs) if args.tune_blocks >= 0 else None
+    tail = None if args.tune_blocks is None else TailSettings(blocks=args.tune_blocks, epochs=args.tail_epochs)
     results = run_headroom_benchmark(args.data, args.heads, args.train_per_class or None, args.draws, args.out,
                                      args.feature_cache, tail=tail)
     print(headroom_markdown(results))

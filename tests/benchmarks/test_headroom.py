@@ -160,7 +160,8 @@ def test_the_tuned_tail_refuses_thumbnails_mixed_with_larger_photos(demo_dir: Pa
                                tail=TailSettings(blocks=0, epochs=1))
 
 
-@pytest.mark.parametrize("flags", [["--tune-blocks", "16"], ["--tune-blocks", "1", "--tail-epochs", "0"]])
+@pytest.mark.parametrize("flags", [["--tune-blocks", "16"], ["--tune-blocks", "-2"],
+                                   ["--tune-blocks", "1", "--tail-epochs", "0"]])
 def test_bench_headroom_refuses_tail_flags_out_of_range_before_any_work(
         tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str]) -> None:
     out = tmp_path / "h.json"
