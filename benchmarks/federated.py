@@ -51,7 +51,7 @@ class Scorer:
         def inputs(rows: np.ndarray, out: TowerOutputs) -> ImageExamples:
             conse = conse_embed(out.logits[rows], base.class_bank, cfg.conse_top_k, cfg.conse_temperature)
             maps = None if out.maps is None else out.maps[rows]
-            return ImageExamples(conse.astype(np.float32), out.pooled[rows], maps)
+            return ImageExamples(conse.astype(np.float32), out.pooled[rows], maps, class_bank=base.class_bank)
 
         items, out = val
         self.val = {}
@@ -91,13 +91,14 @@ def _centralized(base, parts_root: Path, settings: dict, rounds: int, scorer: Sc
 
     stores = [load_partition(d) for d in sorted(parts_root.iterdir())]
     classes = sorted({c for s in stores for c in s.classes})
-    conse, pooled, maps, mirrored, labels, phrase_emb = [], [], [], [], [], {}
+    conse, pooled, maps, mirrored, logits, labels, phrase_emb = [], [], [], [], [], [], {}
     for store in stores:
         data = make_examples(store, base)
         conse.append(data.conse)
         pooled.append(data.pooled)
         maps.append(data.maps)
         mirrored.append(data.mirrored_maps)
+        logits.append(data.logits)
         labels.append(np.asarray([classes.index(store.classes[k]) for k in store.labels]))
         for k, name in enumerate(store.classes):
             phrase_emb[name] = store.phrase_emb[store.phrase_owner == k]
@@ -109,12 +110,13 @@ def _centralized(base, parts_root: Path, settings: dict, rounds: int, scorer: Sc
 
     s = FederatedSettings.from_config(settings)
     union = training_view(TrainingExamples(np.concatenate(conse), np.concatenate(pooled), np.concatenate(labels),
-                                           PhraseBank(emb, own), joined(maps), mirrored_maps=joined(mirrored)), s)
+                                           PhraseBank(emb, own), joined(maps), mirrored_maps=joined(mirrored),
+                                           logits=joined(logits), class_bank=base.class_bank), s)
     heads = build_heads(base, s)
     history, seconds = [scorer(heads)], []
     for r in range(rounds):
         started = time.perf_counter()
-        train_epochs(heads, union, replace(train_config(s, seed=r), steps=0))
+        train_epochs(heads, union, replace(train_config(s, seed=r, server_round=r + 1), steps=0))
         seconds.append(time.perf_counter() - started)
         history.append(scorer(heads))
         print(f"  centralized round {r + 1}/{rounds}: mean F1@5 {history[-1]['mean_f1']['5']:.3f}", flush=True)

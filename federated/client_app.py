@@ -83,10 +83,9 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             config = msg.content["config"]
             settings, heads, data = prepare(context, config)
             task.load_exchange_state(heads, msg.content["arrays"].to_torch_state_dict())
-        metrics = task.train(
-            heads, data, settings, proximal_mu=float(config.get("proximal-mu", 0.0)),
-            seed=_client_seed(settings, context, int(config.get("server-round", 0))),
-        )
+        server_round = int(config.get("server-round", 0))
+        metrics = task.train(heads, data, settings, proximal_mu=float(config.get("proximal-mu", 0.0)),
+                             seed=_client_seed(settings, context, server_round), server_round=server_round)
         if LEGACY_FITINS in msg.content.array_records:
             fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(task.get_weights(heads)),
                             task.aggregation_weight(settings, len(data)), metrics)

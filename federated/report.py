@@ -19,12 +19,15 @@ def federated_markdown(results: dict) -> str:
     blocks = int(settings.get("tower-blocks", 0))
     trained = "image heads" + (" + tower's last conv layer" if settings.get("tower-head") else "") + (
         f" + its last {blocks} MBConv block(s)" if blocks else "") + (
+        " + its ImageNet classifier (ConSE reads it)" if settings.get("tower-classifier") else "") + (
+        f", distilled toward the frozen tower x{settings['distill']}" if settings.get("distill") else "") + (
         " + text head" if settings.get("train-text") else "") + (
         ", photos mirrored at random" if settings.get("mirror") else "")
     lines = [f"# Federated fine-tuning: {results['clients']} clients, {results['rounds']} rounds "
              f"(base heads `{results['base_version']}`)", "",
              f"Trained: {trained}; {_local_work(settings)} per round, learning rate "
-             f"{settings.get('learning-rate', '?')}{_tower_lr(settings)}, anchor {settings.get('anchor', '?')}, "
+             f"{settings.get('learning-rate', '?')}{_tower_lr(settings)}{_schedule(settings)}, "
+             f"anchor {settings.get('anchor', '?')}, "
              f"{settings.get('loss', 'clip')} loss; "
              f"client updates weighted by {_weighting(settings)}.", "", _noise_line(results), ""]
     head = " | ".join(f"{d} F1@5 | {d} F1@10" for d in domains)
@@ -45,6 +48,11 @@ def federated_markdown(results: dict) -> str:
                           f"client-level epsilon {dp['epsilon']:.3g} at delta {dp['delta']:g} ({dp['accountant']})"]
     lines += ["", _best_line(results)]
     return "\n".join(lines) + "\n"
+
+
+def _schedule(settings: dict) -> str:
+    schedule = settings.get("lr-schedule", "constant")
+    return "" if schedule == "constant" else f" ({schedule} over the rounds)"
 
 
 def _noise_line(results: dict) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -36,6 +37,9 @@ from middleware.encoder.training import LOSSES, PhraseBank, TrainConfig, Trainin
 from pmirs.errors import FederatedError
 
 STRATEGIES = ("fedavg", "fedprox", "fedavgm")
+# How the clients' learning rate moves over the rounds: "constant", or "cosine" (round r of R learns at
+# learning-rate x (1 + cos(pi (r - 1) / R)) / 2: the full rate first, small steps to settle at the end)
+LR_SCHEDULES = ("constant", "cosine")
 CLIENT_WEIGHTINGS = ("examples", "uniform")
 BASE_VERSION_KEY = "base-version"  # the server pins the base heads; clients refuse another one
 NUM_EXAMPLES_KEY = "num-examples"  # how many photos a client trained on (reported, not a weight)
@@ -59,6 +63,7 @@ class FederatedSettings:
     client_weighting: str = "examples"  # "examples" (FedAvg) or "uniform" (each client's update counts the same)
     batch_size: int = 256  # contrastive batch (in-batch negatives)
     learning_rate: float = 1e-3  # client AdamW learning rate
+    lr_schedule: str = "constant"  # one of LR_SCHEDULES
     anchor: float = 3e-2  # L2 pull of the residual heads toward zero (= the base); keeps held-out F1
     loss: str = "clip"  # "clip" (InfoNCE, in-batch negatives) or "class-ce" (every own class a negative)
     strategy: str = "fedavg"  # "fedavg", "fedprox" or "fedavgm" (the last two for non-IID clients)
@@ -77,6 +82,8 @@ class FederatedSettings:
     tower_head: bool = False  # also tune the image tower's last conv layer (stores need pre-head maps)
     tower_blocks: int = 0  # with tower-head: also tune this many last MBConv blocks (stores need their input maps)
     tower_lr_scale: float = 1.0  # the tuned tower layers learn at learning-rate x this
+    tower_classifier: bool = False  # with tower-head: also tune the tower's ImageNet classifier, which ConSE reads
+    distill: float = 0.0  # with tower-classifier: weight of distillation toward the frozen tower (no forgetting)
     mirror: bool = False  # with tower-head: read each photo or its mirror image at random (stores need both maps)
     train_text: bool = False  # also tune the text head (off: queries keep the base's text space)
     heads_path: str = ""  # base heads checkpoint ("" = the shipped zero-shot base)
@@ -114,6 +121,8 @@ class FederatedSettings:
         """Reject settings no run can use."""
         if self.strategy not in STRATEGIES:
             raise FederatedError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise FederatedError(f"unknown lr-schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
         if self.loss not in LOSSES:
             raise FederatedError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.client_weighting not in CLIENT_WEIGHTINGS:
@@ -129,6 +138,10 @@ class FederatedSettings:
             raise FederatedError(f"tower-blocks must be 0..{MAX_TUNED_BLOCKS}, and > 0 only with tower-head")
         if self.tower_lr_scale <= 0:
             raise FederatedError("tower-lr-scale must be > 0")
+        if self.tower_classifier and not self.tower_head:
+            raise FederatedError("tower-classifier reads the tuned tower layers' output: it needs tower-head")
+        if self.distill < 0 or (self.distill and not self.tower_classifier):
+            raise FederatedError("distill must be >= 0, and > 0 only with tower-classifier (what it distils)")
         if self.mirror and not self.tower_head:
             raise FederatedError("mirror flips the tuned tower layers' input maps: it needs tower-head")
         if self.dp and self.client_weighting != "uniform":
@@ -179,13 +192,13 @@ def build_heads(base: HeadsCheckpoint, settings: FederatedSettings) -> DualHeads
     """The heads a run trains and exchanges, identical on the server and every client.
 
     From the base: with ``tower-head``, plus a copy of the image tower's last conv layer (and of its
-    last ``tower-blocks`` MBConv blocks); the text
+    last ``tower-blocks`` MBConv blocks, and with ``tower-classifier`` of its ImageNet classifier); the text
     head is frozen unless ``train-text`` (text queries then keep the base's space, so text-to-text
     scores and the text relevance threshold stay as they were). Frozen parts never travel.
     """
     heads = base.build()
     if settings.tower_head:
-        heads = with_tower_head(heads, _pretrained_tower_model(), settings.tower_blocks)
+        heads = with_tower_head(heads, _pretrained_tower_model(), settings.tower_blocks, settings.tower_classifier)
     heads.text_residual.requires_grad_(settings.train_text)
     return heads
 
@@ -211,7 +224,8 @@ def small_photo_layer(base: HeadsCheckpoint) -> SmallPhotoLayer | None:
 
 
 def make_examples(partition: ClientPartition, base: HeadsCheckpoint) -> TrainingExamples:
-    """A client's training inputs: ConSE embeddings from its cached logits, its cached features.
+    """A client's training inputs: ConSE embeddings from its cached logits, its cached features (and those
+    logits and the class bank, for heads that tune the tower's classifier).
 
     Raises:
         FederatedError: the store's features were computed for other base heads.
@@ -230,6 +244,8 @@ def make_examples(partition: ClientPartition, base: HeadsCheckpoint) -> Training
         maps=partition.maps,
         small_share=partition.small_share,
         mirrored_maps=partition.mirrored_maps,
+        logits=partition.logits,
+        class_bank=base.class_bank,
     )
 
 
@@ -255,19 +271,30 @@ def check_store_maps(data: TrainingExamples, heads: DualHeads, mirror: bool = Fa
 
 
 def train(heads: DualHeads, data: TrainingExamples, settings: FederatedSettings, proximal_mu: float = 0.0,
-          seed: int = 0) -> dict[str, float]:
+          seed: int = 0, server_round: int = 1) -> dict[str, float]:
     """Train the heads in place on one client's examples; returns metrics for the server."""
     started = time.perf_counter()
-    loss = train_epochs(heads, training_view(data, settings), train_config(settings, proximal_mu, seed))
+    config = train_config(settings, proximal_mu, seed, server_round)
+    loss = train_epochs(heads, training_view(data, settings), config)
     return {"train-loss": float(loss), NUM_EXAMPLES_KEY: len(data), AGGREGATION_WEIGHT_KEY: aggregation_weight(
         settings, len(data)), SMALL_SHARE_KEY: float(data.small_share), "train-seconds": time.perf_counter() - started}
 
 
-def train_config(settings: FederatedSettings, proximal_mu: float = 0.0, seed: int = 0) -> TrainConfig:
+def train_config(settings: FederatedSettings, proximal_mu: float = 0.0, seed: int = 0,
+                 server_round: int = 1) -> TrainConfig:
     """The optimiser settings of one client round (or one centralized round) under ``settings``."""
     return TrainConfig(epochs=settings.local_epochs, steps=settings.local_steps, batch_size=settings.batch_size,
-                       lr=settings.learning_rate, tower_lr_scale=settings.tower_lr_scale, anchor=settings.anchor,
-                       proximal_mu=proximal_mu, loss=settings.loss, seed=seed)
+                       lr=round_learning_rate(settings, server_round), tower_lr_scale=settings.tower_lr_scale,
+                       anchor=settings.anchor, proximal_mu=proximal_mu, distill=settings.distill, loss=settings.loss,
+                       seed=seed)
+
+
+def round_learning_rate(settings: FederatedSettings, server_round: int) -> float:
+    """The clients' learning rate in round ``server_round`` (1-based) under the run's schedule."""
+    if settings.lr_schedule == "constant":
+        return settings.learning_rate
+    progress = min(max(server_round - 1, 0), settings.num_server_rounds) / settings.num_server_rounds
+    return settings.learning_rate * (1 + math.cos(math.pi * progress)) / 2
 
 
 def training_view(data: TrainingExamples, settings: FederatedSettings) -> TrainingExamples:

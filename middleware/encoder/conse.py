@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from middleware.encoder.base import l2_normalise
 
@@ -66,17 +67,27 @@ def build_class_bank(
 
 def conse_weights(logits: np.ndarray, top_k: int, temperature: float) -> np.ndarray:
     """Sparse class weights: softmax(logits / T) restricted to the top-k classes, renormalised."""
-    logits = np.asarray(logits, dtype=np.float64) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=1, keepdims=True)
-    if top_k < probs.shape[1]:
-        cutoff = np.partition(probs, -top_k, axis=1)[:, -top_k][:, None]
-        probs = np.where(probs >= cutoff, probs, 0.0)
-    return probs / probs.sum(axis=1, keepdims=True)
+    logits = torch.from_numpy(np.asarray(logits, dtype=np.float64))
+    return conse_mixture_weights(logits, top_k, temperature).numpy()
 
 
 def conse_embed(logits: np.ndarray, bank: np.ndarray, top_k: int = 10, temperature: float = 1.0) -> np.ndarray:
     """ConSE image embeddings (unit rows in the text space) from classifier logits."""
     weights = conse_weights(logits, top_k, temperature)
     return l2_normalise(weights @ np.asarray(bank, dtype=np.float64))
+
+
+def conse_mixture_weights(logits: torch.Tensor, top_k: int, temperature: float) -> torch.Tensor:
+    """:func:`conse_weights` on tensors, differentiable in the kept logits (tuned classifiers train
+    through it): the top-k of softmax(logits / T), renormalised (the others are 0)."""
+    probs = torch.softmax(logits / temperature, dim=1)
+    if top_k < probs.shape[1]:
+        kept, index = probs.topk(top_k, dim=1)
+        probs = torch.zeros_like(probs).scatter(1, index, kept)
+    return probs / probs.sum(dim=1, keepdim=True)
+
+
+def conse_mixture(logits: torch.Tensor, bank: torch.Tensor, top_k: int, temperature: float) -> torch.Tensor:
+    """:func:`conse_embed` on tensors, with gradients to the logits."""
+    weights = conse_mixture_weights(logits, top_k, temperature)
+    return torch.nn.functional.normalize(weights @ bank.to(weights.dtype), dim=-1)

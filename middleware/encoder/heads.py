@@ -24,9 +24,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from middleware.encoder.conse import conse_mixture
 from middleware.encoder.preprocess import DEFAULT_RESAMPLING
 from middleware.encoder.small_photos import DEFAULT_INPUT_SIZE, SmallPhotoLayer, check_photo_kind
-from middleware.encoder.towers import TOWER_BLOCKS, tower_architecture
+from middleware.encoder.towers import IMAGENET_CLASSES, TOWER_BLOCKS, tower_architecture
 from pmirs.errors import ModelUnavailableError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -56,6 +57,9 @@ class HeadsConfig:
     init_logit_scale: float = math.log(1 / 0.07)  # CLIP's initial temperature
     tower_head: bool = False  # also tune the image tower's last conv layer (reads pre-head maps)
     tower_blocks: int = 0  # with tower_head: also tune this many last MBConv blocks (reads their input maps)
+    # with tower_head: also tune a copy of the tower's ImageNet classifier on the tuned layers' output;
+    # ConSE then reads it for tuned photos (DualHeads.tuned_conse) instead of the frozen tower's
+    tower_classifier: bool = False
     small_photo_max_side: int = 0  # >0: photos this small take the small-photo path (see small_photos)
     small_photo_input: int = DEFAULT_INPUT_SIZE  # the tower's input size on that path
     small_photo_resample: str = DEFAULT_RESAMPLING  # the filter that upsamples them to it
@@ -68,6 +72,8 @@ class HeadsConfig:
         check_photo_kind(self.tuned_photos, "tuned_photos")
         if not 0 <= self.tower_blocks <= MAX_TUNED_BLOCKS or (self.tower_blocks and not self.tower_head):
             raise ValueError(f"tower_blocks must be 0..{MAX_TUNED_BLOCKS}, and > 0 only with tower_head")
+        if self.tower_classifier and not self.tower_head:
+            raise ValueError("tower_classifier reads the tuned tower layers' output: it needs tower_head")
 
     @property
     def first_tuned_block(self) -> int:
@@ -148,6 +154,8 @@ class DualHeads(nn.Module):
         self.register_buffer("center", torch.zeros(config.dim))
         self.tower_head = TowerHead() if config.tower_head else None
         self.tower_blocks = TowerBlocks(config.tower_blocks) if config.tower_blocks else None
+        self.tower_classifier = (nn.Linear(config.image_feature_dim, IMAGENET_CLASSES) if config.tower_classifier
+                                 else None)
         # Adapted by `train-heads` before the CLIP step, then frozen: never trained or exchanged here.
         self.small_photo_head = TowerHead().requires_grad_(False) if config.small_photo_max_side else None
         for layer in (self.text_residual, self.image_residual, self.image_features):
@@ -186,6 +194,12 @@ class DualHeads(nn.Module):
         if tuned is not None:
             residual = residual * tuned.to(residual.dtype).unsqueeze(-1)
         return F.normalize(base + residual, dim=-1)
+
+    def tuned_conse(self, pooled: torch.Tensor, class_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ConSE embeddings through the tuned classifier from the tuned layers' pooled features, and its
+        ImageNet logits (with gradients: training moves which class names a photo's embedding mixes)."""
+        logits = self.tower_classifier(pooled)
+        return conse_mixture(logits, class_bank, self.config.conse_top_k, self.config.conse_temperature), logits
 
     def generic_direction(self) -> torch.Tensor:
         """The shared-space embedding of the mean ImageNet class name: what every caption shares.
@@ -253,20 +267,24 @@ def create_base_heads(config: HeadsConfig, class_bank: np.ndarray) -> DualHeads:
     return heads
 
 
-def with_tower_head(heads: DualHeads, tower_model: nn.Module, blocks: int = 0) -> DualHeads:
+def with_tower_head(heads: DualHeads, tower_model: nn.Module, blocks: int = 0, classifier: bool = False) -> DualHeads:
     """A copy of ``heads`` that also tunes the tower's last conv layer (and its last ``blocks`` MBConv
-    blocks), starting from the tower's own weights (the conv layer from the small-photo layer when
-    ``heads`` carry one, as tuning data are thumbnails). Tuned parts ``heads`` already have are kept."""
-    if heads.tower_head is not None and heads.config.tower_blocks == blocks:
+    blocks, and with ``classifier`` its ImageNet classifier), starting from the tower's own weights (the
+    conv layer from the small-photo layer when ``heads`` carry one, as tuning data are thumbnails).
+    Tuned parts ``heads`` already have are kept."""
+    config = heads.config
+    if heads.tower_head is not None and config.tower_blocks == blocks and config.tower_classifier == classifier:
         return heads
-    extended = DualHeads(replace(heads.config, tower_head=True, tower_blocks=blocks))
+    extended = DualHeads(replace(config, tower_head=True, tower_blocks=blocks, tower_classifier=classifier))
     extended.load_state_dict(heads.state_dict(), strict=False)
     if heads.tower_head is None:
         extended.tower_head.copy_from_tower(tower_model)
         if heads.small_photo_head is not None:
             extended.tower_head.load_state_dict(heads.small_photo_head.state_dict())
-    if blocks:
+    if blocks and config.tower_blocks != blocks:
         extended.tower_blocks.copy_from_tower(tower_model)
+    if classifier and heads.tower_classifier is None:
+        extended.tower_classifier.load_state_dict(tower_model._fc.state_dict())
     return extended
 
 

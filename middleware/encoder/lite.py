@@ -71,6 +71,7 @@ class LiteEncoder(Encoder):
         self.config = self.checkpoint.config
         self.heads = self.checkpoint.build()
         self.class_bank = self.checkpoint.class_bank
+        self._class_bank_tensor = torch.from_numpy(np.asarray(self.class_bank, dtype=np.float32))
         self.image_tower = image_tower if image_tower is not None else ImageTower()
         self.text_tower = text_tower if text_tower is not None else TextTower()
         self.dim = self.config.dim
@@ -253,12 +254,25 @@ class LiteEncoder(Encoder):
 
     def _image_inputs(self, features: np.ndarray, small: np.ndarray | None,
                       tuned: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """The heads' two image inputs from tower features: the ConSE embedding and pooled features."""
+        """The heads' two image inputs from tower features: the ConSE embedding and pooled features.
+
+        ConSE reads the frozen tower's classifier, or for tuned photos the heads' tuned classifier when
+        they carry one (then the frozen tower is not run for them at all).
+        """
         features = np.asarray(features, dtype=np.float32)
+        tuned_classifier = self.heads.tower_classifier is not None and tuned.any()
+        if tuned_classifier and tuned.all():
+            pooled = self._pooled_input(features, small, tuned)
+            return self.heads.tuned_conse(pooled, self._class_bank_tensor)[0], pooled
         classifier_input = self._classifier_input(features, small)
         logits = self.image_tower.logits_from_pooled(classifier_input)
         conse = conse_embed(logits, self.class_bank, self.config.conse_top_k, self.config.conse_temperature)
-        return torch.from_numpy(conse.astype(np.float32)), self._pooled_input(features, small, tuned, classifier_input)
+        conse = torch.from_numpy(conse.astype(np.float32))
+        pooled = self._pooled_input(features, small, tuned, classifier_input)
+        if tuned_classifier:
+            rows = torch.from_numpy(tuned).unsqueeze(-1)
+            conse = torch.where(rows, self.heads.tuned_conse(pooled, self._class_bank_tensor)[0], conse)
+        return conse, pooled
 
     def _classifier_input(self, features: np.ndarray, small: np.ndarray | None) -> np.ndarray:
         """Pooled features for the tower's own classifier: as given, or from maps through the frozen rest of

@@ -1,5 +1,6 @@
 """Training objectives of the heads: CLIP's symmetric InfoNCE loss (aware that a batch may hold
-several photos of one class) and cross-entropy of each photo over every class's phrase."""
+several photos of one class), cross-entropy of each photo over every class's phrase, and distillation
+toward a frozen classifier."""
 
 from __future__ import annotations
 
@@ -54,3 +55,11 @@ class ClassCrossEntropy(nn.Module):
         labels: torch.Tensor,
     ) -> torch.Tensor:
         return F.cross_entropy(clamped_scale(logit_scale) * image_emb @ class_emb.T, labels)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of the class distributions softened by ``temperature``, mean over photos
+    (learning without forgetting, Li & Hoiem 2016: the teacher is the frozen model on the same photos)."""
+    student = F.log_softmax(student_logits / temperature, dim=1)
+    teacher = F.log_softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(student, teacher, log_target=True, reduction="batchmean")

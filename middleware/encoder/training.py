@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from middleware.encoder.heads import DualHeads
-from middleware.encoder.loss import ClassCrossEntropy, ClipLoss
+from middleware.encoder.loss import ClassCrossEntropy, ClipLoss, distillation_loss
 from middleware.encoder.templates import PAPER_TEMPLATES
 
 # "clip": symmetric InfoNCE against one phrase per photo (in-batch negatives); "class-ce":
@@ -70,14 +70,31 @@ class ImageExamples:
     pooled: np.ndarray  # (n, 1280) pooled tower features (frozen)
     maps: np.ndarray | None = None  # (n, c, h, w) input maps of the first tuned tower layer, float16
     mirrored_maps: np.ndarray | None = None  # the same maps of each photo's mirror image (augmentation)
+    class_bank: np.ndarray | None = None  # (1000, dim) ConSE class-name bank: heads with a tuned classifier need it
 
     def embed(self, heads: DualHeads, idx: np.ndarray | slice = slice(None),
               mirror: np.ndarray | None = None) -> torch.Tensor:
         """Unit-norm embeddings of rows ``idx`` (with gradients): the tuned tower layers read maps.
 
-        ``mirror`` (a mask over ``idx``) reads those photos' mirror-image maps instead; their ConSE
-        input stays the photo's own (a mirror image is the same thing to the frozen classifier).
+        ``mirror`` (a mask over ``idx``) reads those photos' mirror-image maps instead; their frozen
+        ConSE input stays the photo's own (a mirror image is the same thing to the frozen classifier).
         """
+        return self.embed_with_logits(heads, idx, mirror)[0]
+
+    def embed_with_logits(self, heads: DualHeads, idx: np.ndarray | slice = slice(None),
+                          mirror: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`embed`, and the tuned classifier's ImageNet logits when the heads carry one (else None)."""
+        pooled = heads.pooled_features(torch.from_numpy(self._tower_input(heads, idx, mirror)))
+        if heads.tower_classifier is None:
+            conse, logits = torch.from_numpy(np.asarray(self.conse[idx], dtype=np.float32)), None
+        elif self.class_bank is None:
+            raise ValueError("these heads tune the tower's classifier: the examples need the ConSE class bank")
+        else:
+            conse, logits = heads.tuned_conse(pooled, torch.from_numpy(np.asarray(self.class_bank, dtype=np.float32)))
+        return heads.encode_image(conse, pooled), logits
+
+    def _tower_input(self, heads: DualHeads, idx: np.ndarray | slice, mirror: np.ndarray | None) -> np.ndarray:
+        """What the heads' pooled-feature term reads for rows ``idx``: frozen pooled features, or maps."""
         if heads.tower_head is None:
             features = self.pooled[idx]
         elif self.maps is None:
@@ -88,8 +105,7 @@ class ImageExamples:
                 if self.mirrored_maps is None:
                     raise ValueError("mirroring needs the examples' mirror-image maps")
                 features[mirror] = self.mirrored_maps[np.asarray(idx)[mirror]]
-        pooled = heads.pooled_features(torch.from_numpy(np.asarray(features, dtype=np.float32)))
-        return heads.encode_image(torch.from_numpy(np.asarray(self.conse[idx], dtype=np.float32)), pooled)
+        return np.asarray(features, dtype=np.float32)
 
 
 @dataclass
@@ -103,6 +119,8 @@ class TrainingExamples:
     maps: np.ndarray | None = None  # (n, c, h, w) input maps of the first tuned tower layer, float16
     small_share: float = 0.0  # share of thumbnails among these photos (which photos trained terms fit)
     mirrored_maps: np.ndarray | None = None  # maps of the mirror images: training flips photos at random
+    logits: np.ndarray | None = None  # (n, 1000) the frozen tower's ImageNet logits (distillation targets)
+    class_bank: np.ndarray | None = None  # (1000, dim) ConSE class-name bank (heads with a tuned classifier)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -110,7 +128,7 @@ class TrainingExamples:
     @property
     def images(self) -> ImageExamples:
         """The image side of these examples."""
-        return ImageExamples(self.conse, self.pooled, self.maps, self.mirrored_maps)
+        return ImageExamples(self.conse, self.pooled, self.maps, self.mirrored_maps, self.class_bank)
 
 
 @dataclass
@@ -124,6 +142,10 @@ class TrainConfig:
     tower_lr_scale: float = 1.0  # the tuned tower layers learn at lr x this (pretrained weights move less)
     anchor: float = 1e-2  # L2 pull of the residual weights toward zero (= toward ConSE)
     proximal_mu: float = 0.0  # FedProx: pull toward the round's global weights
+    # Heads with a tuned classifier: weight of the KL divergence from the frozen tower's class probabilities
+    # to the tuned ones, both softened by the ConSE temperature (learning without forgetting: it keeps the
+    # classes a trainer's photos do not show where the tower had them, with no one else's data)
+    distill: float = 0.0
     loss: str = "clip"  # one of LOSSES
     seed: int = 0
     history: list[float] = field(default_factory=list)
@@ -141,6 +163,8 @@ def train_epochs(
     """
     if config.loss not in LOSSES:
         raise ValueError(f"unknown loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
+    if config.distill and heads.tower_classifier is not None and data.logits is None:
+        raise ValueError("distillation needs the frozen tower's logits of the examples")
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     loss_fn = ClipLoss() if config.loss == "clip" else ClassCrossEntropy()
@@ -163,10 +187,13 @@ def train_epochs(
             labels = data.labels[idx]
             text = torch.from_numpy(_phrase_targets(data.phrases, labels, config.loss, rng))
             mirror = rng.random(len(idx)) < 0.5 if images.mirrored_maps is not None else None
-            image_emb = images.embed(heads, idx, mirror)
+            image_emb, logits = images.embed_with_logits(heads, idx, mirror)
             text_emb = heads.encode_text(text)
             loss = loss_fn(image_emb, text_emb, heads.logit_scale, torch.from_numpy(labels))
             total = loss + config.anchor * heads.residual_norm()
+            if config.distill and logits is not None:
+                frozen = torch.from_numpy(np.asarray(data.logits[idx], dtype=np.float32))
+                total = total + config.distill * distillation_loss(logits, frozen, heads.config.conse_temperature)
             if global_params is not None:
                 total = total + config.proximal_mu / 2 * sum(
                     ((p - g) ** 2).sum() for p, g in zip(trainable, global_params, strict=True)

@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from federated.task import LR_SCHEDULES
 from middleware.datasets import PHRASE_IMAGENET
 from middleware.encoder.heads import MAX_TUNED_BLOCKS
 from middleware.encoder.towers import TOWER_BLOCKS
@@ -96,20 +97,34 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                         help="> 0: every client takes exactly this many optimiser steps per round (not epochs)")
     parser.add_argument("--anchor", type=float, default=3e-2, help="L2 pull of the heads toward the base")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=256, help="photos per step (the contrastive batch)")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+                        help="cosine: round r of R learns at --learning-rate x (1 + cos(pi (r-1) / R)) / 2")
     parser.add_argument("--loss", choices=LOSSES, default="clip",
                         help="clip: InfoNCE against a phrase per photo; class-ce: every own class a negative")
     parser.add_argument("--tower-lr-scale", type=float, default=1.0,
                         help="the tuned tower layers learn at --learning-rate x this")
     parser.add_argument("--train-text", action="store_true", help="also tune the text head (default: frozen)")
+    parser.add_argument("--tower-classifier", action="store_true",
+                        help="with --tower-head: also tune the tower's ImageNet classifier, which ConSE then reads "
+                             "for tuned photos (+1.28 M parameters per update)")
+    parser.add_argument("--distill", type=float, default=0.0,
+                        help="with --tower-classifier: weight of distillation toward the frozen tower's class "
+                             "probabilities on the client's own photos (keeps untrained classes)")
 
 
 def training_settings(args: argparse.Namespace) -> dict:
     """The run-config entries of :func:`add_training_args` and :func:`add_tower_args` (checked) and ``--heads``."""
     check_tower_args(args)
+    if args.tower_classifier and not args.tower_head:
+        raise UsageError("--tower-classifier reads the tuned tower layers' output: add --tower-head")
+    if args.distill < 0 or (args.distill and not args.tower_classifier):
+        raise UsageError("--distill must be >= 0, and > 0 only with --tower-classifier (it distils that classifier)")
     return {"local-epochs": args.local_epochs, "local-steps": args.local_steps, "learning-rate": args.learning_rate,
+            "lr-schedule": args.lr_schedule, "batch-size": args.batch_size,
             "anchor": args.anchor, "loss": args.loss, "tower-head": args.tower_head, "tower-blocks": args.tower_blocks,
             "tower-lr-scale": args.tower_lr_scale, "mirror": args.mirror, "train-text": args.train_text,
-            "heads-path": args.heads}
+            "tower-classifier": args.tower_classifier, "distill": args.distill, "heads-path": args.heads}
 
 
 def check_tower_args(args: argparse.Namespace) -> None:

@@ -13,6 +13,7 @@ import torch
 from federated import task
 from federated.partition import load_partition
 from middleware.encoder.heads import DualHeads, load_heads, save_heads
+from middleware.encoder.loss import distillation_loss
 from middleware.encoder.training import TrainConfig, train_epochs
 from pmirs.errors import FederatedError
 
@@ -295,3 +296,46 @@ def test_class_cross_entropy_pushes_photos_from_classes_their_batch_does_not_hol
     with pytest.raises(ValueError, match="unknown loss"):
         train_epochs(heads, data, TrainConfig(loss="hinge"))
     assert all(np.array_equal(a, b) for a, b in zip(before, task.get_weights(heads), strict=True))
+
+
+def _distance_to_the_tower(heads, data) -> float:
+    with torch.no_grad():
+        _, logits = data.images.embed_with_logits(heads)
+        frozen = torch.from_numpy(data.logits)
+        return float(distillation_loss(logits, frozen, heads.config.conse_temperature))
+
+
+def test_tower_classifier_runs_train_and_exchange_the_classifier_and_distil_toward_the_tower(
+        stores: Path, base_heads: Path) -> None:
+    """ConSE reads the tuned classifier; distillation keeps its class probabilities near the frozen tower's."""
+    base = task.load_base(base_heads)
+    data = task.make_examples(load_partition(stores / "client-0"), base)
+    distances = {}
+    for distill in (0.0, 5.0):
+        settings = task.FederatedSettings(local_epochs=3, batch_size=4, learning_rate=1e-2, tower_head=True,
+                                          tower_classifier=True, distill=distill)
+        heads = task.build_heads(base, settings)
+        assert {"tower_classifier.weight", "tower_classifier.bias"} <= set(task.exchange_state(heads))
+        before = heads.tower_classifier.weight.detach().clone()
+        task.train(heads, data, settings)
+        assert not torch.equal(before, heads.tower_classifier.weight)
+        distances[distill] = _distance_to_the_tower(heads, data)
+    assert distances[5.0] < distances[0.0] / 2, distances
+    loaded = load_heads(task.save_checkpoint(stores.parent / "out", heads, base, {"rounds": 1}))
+    assert loaded.config.tower_classifier
+    assert torch.equal(loaded.state_dict["tower_classifier.weight"], heads.tower_classifier.weight)
+    with pytest.raises(FederatedError, match="needs tower-head"):
+        task.FederatedSettings.from_config({"tower-classifier": True})
+    with pytest.raises(FederatedError, match="only with tower-classifier"):
+        task.FederatedSettings.from_config({"tower-head": True, "distill": 1.0})
+
+
+def test_a_cosine_schedule_starts_at_the_full_rate_and_settles_over_the_rounds() -> None:
+    cosine = task.FederatedSettings(num_server_rounds=4, learning_rate=1e-3, lr_schedule="cosine")
+    rates = [task.train_config(cosine, server_round=r).lr for r in range(1, 5)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-3 * (1 - 2 ** -0.5) / 2)
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) == 4
+    constant = replace(cosine, lr_schedule="constant")
+    assert {task.train_config(constant, server_round=r).lr for r in range(1, 5)} == {1e-3}
+    with pytest.raises(FederatedError, match="unknown lr-schedule"):
+        task.FederatedSettings.from_config({"lr-schedule": "step"})
