@@ -138,7 +138,7 @@ class TowerOutputs:
 
     pooled: np.ndarray  # (n, 1280) pooled features
     logits: np.ndarray  # (n, 1000) ImageNet logits (ConSE reads them)
-    maps: np.ndarray | None  # (n, c, h, w) input maps of the first tuned block, only when tuning the tower
+    maps: np.ndarray | None  # (n, c, h, w) input maps of the first tuned block (float16), only when tuning the tower
     small: np.ndarray | None = None  # (n,) which photos took the small-photo path; None without one
     mirrored_maps: np.ndarray | None = None  # the same maps of each photo's mirror image (augmentation)
 
@@ -196,12 +196,10 @@ def cached_block_maps(items: Sequence[LabelledImage], tower: ImageTower, cache_d
                       desc: str = "block maps") -> tuple[np.ndarray, np.ndarray, bool]:
     """Cached input maps of block ``first_block`` for photos of one kind and for their mirror images,
     and whether they are thumbnails (which take ``small_photos``' size and filter, as in
-    :func:`tower_outputs`). Unlike it, no pooled features: for training the blocks from there; and
-    float16 as cached (a split's maps at 224 px: ~2.6 GB per view instead of 5.2)."""
+    :func:`tower_outputs`). Unlike it, no pooled features: for training the blocks from there."""
     on_small_path = small_photos is not None and one_kind(small_photos.applies_to(photo_sizes(items)))
     size, filter_ = _tower_input(small_photos, on_small_path, image_size, DEFAULT_RESAMPLING)
-    own, mirrored = (_cached_maps(items, tower, cache_dir, size, filter_, first_block, desc + suffix, mirror=mirror,
-                                  dtype=np.float16)
+    own, mirrored = (_cached_maps(items, tower, cache_dir, size, filter_, first_block, desc + suffix, mirror=mirror)
                      for mirror, suffix in ((False, ""), (True, " (mirrored)")))
     return own, mirrored, on_small_path
 
@@ -237,9 +235,9 @@ def _tower_outputs(items: Sequence[LabelledImage], tower: ImageTower, cache_dir:
 
 
 def _cached_maps(items: Sequence[LabelledImage], tower: ImageTower, cache_dir: str | Path, image_size: int,
-                 resample: str, first_block: int, desc: str, mirror: bool = False, dtype: type = np.float32
-                 ) -> np.ndarray:
-    """Cached input maps of block ``first_block`` for ``items`` (of their mirror images with ``mirror``)."""
+                 resample: str, first_block: int, desc: str, mirror: bool = False) -> np.ndarray:
+    """Cached input maps of block ``first_block`` for ``items`` (of their mirror images with ``mirror``), float16
+    as cached: a whole train split's block-11 maps and their mirror images take 5.2 GB so, 10.4 GB as float32."""
     from PIL import ImageOps
 
     from middleware.encoder.preprocess import images_to_array
@@ -250,7 +248,7 @@ def _cached_maps(items: Sequence[LabelledImage], tower: ImageTower, cache_dir: s
         return tower.block_input_maps(images_to_array(images, size=image_size, resample=resample), first_block)
 
     feature_format = resampled_format(maps_format(first_block), resample)
-    return cached_image_features(items, maps_of, cache_dir, image_size, desc=desc, dtype=dtype,
+    return cached_image_features(items, maps_of, cache_dir, image_size, desc=desc, dtype=np.float16,
                                  feature_format=mirrored_format(feature_format) if mirror else feature_format)
 
 

@@ -79,9 +79,12 @@ class SmallPhotoLayer:
         return images_to_array(images, size=self.input_size, resample=self.resample)
 
     @torch.inference_mode()
-    def read(self, maps: np.ndarray) -> np.ndarray:
-        """Pooled features of small photos from their pre-head maps at ``input_size``."""
-        return self.head(torch.from_numpy(np.asarray(maps, dtype=np.float32))).numpy()
+    def read(self, maps: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """Pooled features of small photos from their pre-head maps at ``input_size``. In batches: the
+        layer's 1280-channel activations of a whole train split at once took ~15 GB."""
+        out = [self.head(torch.from_numpy(np.asarray(maps[start : start + batch_size], dtype=np.float32))).numpy()
+               for start in range(0, len(maps), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.head.conv.out_channels), dtype=np.float32)
 
     def tower_pass(self, images: Sequence[Image.Image], tower: ImageTower, image_size: int) -> np.ndarray:
         """Pooled features (n, 1280) of a batch: small photos through this layer at ``input_size``,

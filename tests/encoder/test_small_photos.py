@@ -37,6 +37,18 @@ def test_the_size_gate_reads_the_longer_side() -> None:
     assert SmallPhotoLayer(TowerHead(), 64).applies_to(sizes).tolist() == [True, False, False, False]
 
 
+def test_the_layer_reads_maps_in_batches_as_it_would_at_once() -> None:
+    torch.manual_seed(0)
+    layer = SmallPhotoLayer(TowerHead(), 112)
+    with torch.no_grad():  # away from its zero-initialised BatchNorm statistics' trivial output
+        layer.head.bn.running_var.fill_(1.0)
+    maps = np.random.default_rng(0).normal(size=(5, 320, 7, 7)).astype(np.float16)
+    whole = layer.read(maps)
+    assert whole.shape == (5, 1280) and np.abs(whole).max() > 0
+    np.testing.assert_allclose(layer.read(maps, batch_size=2), whole, rtol=1e-5, atol=1e-6)
+    assert layer.read(maps[:0]).shape == (0, 1280)
+
+
 def test_adaptation_learns_its_targets_and_leaves_the_layer_frozen(lite_encoder, demo_dir: Path) -> None:
     tower = lite_encoder.image_tower
     photos = [open_image(item.path) for item in scan_image_folder(demo_dir)[:16]]
