@@ -330,6 +330,17 @@ def test_tower_classifier_runs_train_and_exchange_the_classifier_and_distil_towa
         task.FederatedSettings.from_config({"tower-head": True, "distill": 1.0})
 
 
+def test_distillation_without_the_towers_logits_is_refused_before_any_step(stores: Path, base_heads: Path) -> None:
+    base = task.load_base(base_heads)
+    settings = task.FederatedSettings(local_epochs=1, batch_size=4, tower_head=True, tower_classifier=True, distill=1.0)
+    heads = task.build_heads(base, settings)
+    before = {k: v.clone() for k, v in heads.state_dict().items()}
+    data = replace(task.make_examples(load_partition(stores / "client-0"), base), logits=None)
+    with pytest.raises(ValueError, match="distillation needs the frozen tower's logits"):
+        task.train(heads, data, settings)
+    assert all(torch.equal(before[k], v) for k, v in heads.state_dict().items())
+
+
 def test_a_cosine_schedule_starts_at_the_full_rate_and_settles_over_the_rounds() -> None:
     cosine = task.FederatedSettings(num_server_rounds=4, learning_rate=1e-3, lr_schedule="cosine")
     rates = [task.train_config(cosine, server_round=r).lr for r in range(1, 5)]
