@@ -36,7 +36,7 @@ BASE_HEADS_PATH = WEIGHTS_DIR / "lite-heads.pt"  # the zero-shot base: never saw
 # 59 benchmark classes, from the base. Its image terms apply to thumbnails; sharp photos get the base,
 # thumbnails get the generic direction back (tuned_offset) so both kinds rank together and embed as the
 # mean with their mirror image (mirror_average).
-FEDERATED_HEADS_PATH = WEIGHTS_DIR / "fed-heads-8202638f27e6.pt"
+FEDERATED_HEADS_PATH = WEIGHTS_DIR / "fed-heads-802f652c048a.pt"
 DEFAULT_HEADS_PATH = FEDERATED_HEADS_PATH  # what encoders load when no heads are named
 # Stage 5 onward (blocks 11-15): block 11 downsamples, so its input maps are 112x14x14 at 224 px
 # (~44 KB a photo); the later blocks read 7x7 maps (~19 KB a photo for the first of them).
