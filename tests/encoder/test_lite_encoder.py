@@ -93,6 +93,21 @@ def test_the_default_heads_are_the_federated_checkpoint_and_keep_sharp_photos_at
     assert tuned[1] @ caption > unshifted.encode_images(photos[1:])[0] @ caption + 0.05
 
 
+def test_the_default_heads_manifest_describes_the_shipped_file(lite_encoder):
+    """The JSON beside the default checkpoint is what people read: it must name this file and its calibration."""
+    import json
+
+    from middleware.encoder.heads import DEFAULT_HEADS_PATH, heads_version
+
+    record = json.loads(DEFAULT_HEADS_PATH.with_suffix(".json").read_text())
+    config = lite_encoder.config
+    assert record["checkpoint"] == DEFAULT_HEADS_PATH.name and record["version"] == heads_version(DEFAULT_HEADS_PATH)
+    assert record["tuned_offset"] == config.tuned_offset and record["mirror_average"] == config.mirror_average
+    assert record["relevance"] == config.extra["relevance"]
+    assert (record["tower_blocks"], record["tower_classifier"]) == (config.tower_blocks, config.tower_classifier)
+    assert record["rounds"] == config.extra["federated"]["rounds"]
+
+
 def test_missing_heads_file_is_a_clear_error(tmp_path):
     with pytest.raises(ModelUnavailableError, match="heads not found"):
         create_encoder("lite", heads_path=tmp_path / "nope.pt")
