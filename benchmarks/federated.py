@@ -71,13 +71,14 @@ class Scorer:
 
         out: dict = {"f1": {}, "f1_se": {}, "map": {}}
         for domain, (labels, images) in self.val.items():
-            paper, retrieval = evaluate_domain(images.embed(heads).numpy(), labels, encode_texts, N_VALUES, self.draws)
+            embeddings = images.embed_all(heads).numpy()
+            paper, retrieval = evaluate_domain(embeddings, labels, encode_texts, N_VALUES, self.draws)
             out["f1"][domain] = {n: round(s["f1"], 4) for n, s in paper.items()}
             out["f1_se"][domain] = {n: round(s["f1_se"], 4) for n, s in paper.items()}
             out["map"][domain] = round(retrieval["t2i_map"], 4)
         out["mean_f1"] = {str(n): round(float(np.mean([f[str(n)] for f in out["f1"].values()])), 4) for n in N_VALUES}
         labels, images = self.heldout
-        paper, _ = evaluate_domain(images.embed(heads).numpy(), labels, encode_texts, (10,), self.draws)
+        paper, _ = evaluate_domain(images.embed_all(heads).numpy(), labels, encode_texts, (10,), self.draws)
         out["heldout_f1@10"] = round(paper["10"]["f1"], 4)
         return out
 

@@ -313,7 +313,7 @@ def test(heads: DualHeads, data: TrainingExamples, seed: int = 0) -> dict[str, f
     """CLIP loss and top-1 accuracy of each photo against its client's class phrases."""
     heads.eval()
     rng = np.random.default_rng(seed)
-    image = data.images.embed(heads)
+    image = data.images.embed_all(heads)
     text = heads.encode_text(torch.from_numpy(data.phrases.sample(data.labels, rng)))
     loss = ClipLoss()(image, text, heads.logit_scale, torch.from_numpy(data.labels))
     class_text = heads.encode_text(torch.from_numpy(class_means(data.phrases)))

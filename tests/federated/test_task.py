@@ -243,6 +243,21 @@ def test_a_mirrored_photo_embeds_as_its_mirror_images_maps(stores: Path, base_he
     assert not torch.allclose(mixed[0], as_given[0])
 
 
+def test_evaluation_embeds_in_batches_exactly_as_all_at_once(stores: Path, base_heads: Path) -> None:
+    """Scoring runs a set through the tuned blocks a batch at a time (all at once held >10 GB for 5,000 photos)."""
+    base = task.load_base(base_heads)
+    heads = task.build_heads(base, task.FederatedSettings(tower_head=True, tower_blocks=2, tower_classifier=True))
+    data = task.make_examples(load_partition(stores / "client-0"), base)
+    data.maps = np.random.default_rng(0).normal(size=(len(data), 192, 7, 7)).astype(np.float16)  # block 14 input
+    images = data.images
+    with torch.no_grad():
+        heads.image_features.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+        whole = images.embed(heads)
+    batched = images.embed_all(heads, batch_size=3)
+    assert len(whole) > 3 and batched.shape == whole.shape
+    assert torch.allclose(batched, whole, atol=1e-5)
+
+
 def test_tower_layers_learn_at_their_own_rate(stores: Path, base_heads: Path) -> None:
     base = task.load_base(base_heads)
     data = task.make_examples(load_partition(stores / "client-0"), base)
