@@ -33,9 +33,9 @@ from pmirs.errors import ModelUnavailableError
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BASE_HEADS_PATH = WEIGHTS_DIR / "lite-heads.pt"  # the zero-shot base: never saw a benchmark class
 # The best federated run (README, "Federated fine-tuning"): FedAvg over 6 clients on 64-px photos of the
-# 59 benchmark classes, from the base. Its image terms apply to thumbnails; sharp photos get the base,
-# thumbnails get the generic direction back (tuned_offset) so both kinds rank together and embed as the
-# mean with their mirror image (mirror_average).
+# 59 benchmark classes, from the base (tuned last five blocks, conv layer and classifier). Its image parts
+# apply to thumbnails; sharp photos get the base, thumbnails get the generic direction back (tuned_offset)
+# so both kinds rank together and embed as the mean with their mirror image (mirror_average).
 FEDERATED_HEADS_PATH = WEIGHTS_DIR / "fed-heads-802f652c048a.pt"
 DEFAULT_HEADS_PATH = FEDERATED_HEADS_PATH  # what encoders load when no heads are named
 # Stage 5 onward (blocks 11-15): block 11 downsamples, so its input maps are 112x14x14 at 224 px
