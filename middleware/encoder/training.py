@@ -99,8 +99,7 @@ class ImageExamples:
     @torch.inference_mode()
     def embed_all(self, heads: DualHeads, batch_size: int = EMBED_BATCH) -> torch.Tensor:
         """Unit-norm embeddings of every photo, ``batch_size`` at a time (evaluation: no gradients)."""
-        n = len(self.conse)
-        parts = [self.embed(heads, np.arange(start, min(start + batch_size, n))) for start in range(0, n, batch_size)]
+        parts = [self.embed(heads, slice(start, start + batch_size)) for start in range(0, len(self.conse), batch_size)]
         return torch.cat(parts) if parts else torch.zeros((0, heads.config.dim))
 
     def _tower_input(self, heads: DualHeads, idx: np.ndarray | slice, mirror: np.ndarray | None) -> np.ndarray:
