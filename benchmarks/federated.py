@@ -30,6 +30,7 @@ from middleware.encoder.features import TowerOutputs
 from middleware.encoder.heads import DualHeads
 from middleware.encoder.training import ImageExamples, PhraseBank, TrainingExamples
 from pmirs.commands.federated import add_tower_args, add_training_args, training_settings
+from pmirs.errors import FederatedError
 
 N_VALUES: tuple[int | str, ...] = (5, 10, 15, "all")
 # Label draws per N when scoring a round. A domain's F1 then has a standard error of 0.01-0.02 (the
@@ -38,6 +39,20 @@ N_VALUES: tuple[int | str, ...] = (5, 10, 15, "all")
 DEFAULT_DRAWS = 6
 DEFAULT_RUNS = ("centralized", "fedavg-iid", "fedavg-noniid", "fedprox-noniid", "fedavgm-noniid", "dp-iid",
                 "secagg-iid")
+
+
+def run_plans(dp_noise: float, dp_clip: float) -> dict[str, tuple[str, dict]]:
+    """Each run's partition scheme and the settings it adds to the shared ones."""
+    return {
+        "centralized": ("iid", {}),  # trains on the union of the IID stores
+        "fedavg-iid": ("iid", {}),
+        "fedavg-noniid": ("domain", {}),
+        "fedprox-noniid": ("domain", {"strategy": "fedprox", "proximal-mu": 0.1}),
+        "fedavgm-noniid": ("domain", {"strategy": "fedavgm", "server-momentum": 0.9}),
+        "dp-iid": ("iid", {"dp-noise-multiplier": dp_noise, "dp-clipping-norm": dp_clip,
+                           "client-weighting": "uniform"}),
+        "secagg-iid": ("iid", {"secagg": True}),
+    }
 
 
 class Scorer:
@@ -174,6 +189,10 @@ def run_federated_benchmark(
     from middleware.encoder.features import tower_outputs
     from middleware.encoder.towers import TOWER_BLOCKS, ImageTower, TextTower
 
+    plans = run_plans(dp_noise, dp_clip)
+    unknown = [name for name in runs if name not in plans]
+    if unknown:
+        raise FederatedError(f"unknown runs {unknown}: choose from {', '.join(plans)}")
     data_root, work_dir, out = Path(data_root), Path(work_dir), Path(out)
     # Clients' own evaluation is skipped: every round is scored here on val/ instead.
     settings = {"num-server-rounds": rounds, "fraction-evaluate": 0.0, **(settings or {})}
@@ -196,7 +215,7 @@ def run_federated_benchmark(
     scorer = Scorer(base, raw_texts, val, heldout, draws)
     synonyms = read_synonyms(data_root)
     roots = {}
-    for scheme in ("iid", "domain"):
+    for scheme in dict.fromkeys(plans[name][0] for name in runs):  # only the splits these runs use
         roots[scheme] = work_dir / f"partitions-{scheme}-{clients}"
         parts = partition_indices(train[0], clients, scheme)
         write_partitions(roots[scheme], train[0], train[1], parts, synonyms, raw_texts, store_features_tag(base))
@@ -204,15 +223,6 @@ def run_federated_benchmark(
                      "draws": draws,
                      "runs": {"base": {"history": [scorer(base.build())]}}}
     print(f"zero-shot base: mean F1 {results['runs']['base']['history'][0]['mean_f1']}", flush=True)
-    plans = {
-        "fedavg-iid": ("iid", {}),
-        "fedavg-noniid": ("domain", {}),
-        "fedprox-noniid": ("domain", {"strategy": "fedprox", "proximal-mu": 0.1}),
-        "fedavgm-noniid": ("domain", {"strategy": "fedavgm", "server-momentum": 0.9}),
-        "dp-iid": ("iid", {"dp-noise-multiplier": dp_noise, "dp-clipping-norm": dp_clip,
-                           "client-weighting": "uniform"}),
-        "secagg-iid": ("iid", {"secagg": True}),
-    }
     for name in runs:
         print(f"run {name}", flush=True)
         if name == "centralized":

@@ -49,6 +49,8 @@ AGGREGATION_WEIGHT_KEY = "aggregation-weight"
 # Share of a client's photos that are thumbnails; its example-weighted mean over clients says which
 # photos the trained image terms fit (small_photos.trained_photo_kind).
 SMALL_SHARE_KEY = "small-share"
+# L2 norm of a client's update before DP clipping (mean over clients in the log): what a DP run's clip is set against.
+UPDATE_NORM_KEY = "update-norm"
 
 
 @dataclass
@@ -275,9 +277,18 @@ def train(heads: DualHeads, data: TrainingExamples, settings: FederatedSettings,
     """Train the heads in place on one client's examples; returns metrics for the server."""
     started = time.perf_counter()
     config = train_config(settings, proximal_mu, seed, server_round)
+    before = {k: v.clone() for k, v in exchange_state(heads).items()}
     loss = train_epochs(heads, training_view(data, settings), config)
     return {"train-loss": float(loss), NUM_EXAMPLES_KEY: len(data), AGGREGATION_WEIGHT_KEY: aggregation_weight(
-        settings, len(data)), SMALL_SHARE_KEY: float(data.small_share), "train-seconds": time.perf_counter() - started}
+        settings, len(data)), SMALL_SHARE_KEY: float(data.small_share), "train-seconds": time.perf_counter() - started,
+            UPDATE_NORM_KEY: update_norm(before, exchange_state(heads))}
+
+
+def update_norm(before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor]) -> float:
+    """L2 norm of a client's whole update (all exchanged arrays as one vector), before any DP clipping:
+    the number a DP run's clipping norm is chosen against."""
+    squares = sum(float(torch.sum((after[k].double() - before[k].double()) ** 2)) for k in before)
+    return math.sqrt(squares)
 
 
 def train_config(settings: FederatedSettings, proximal_mu: float = 0.0, seed: int = 0,

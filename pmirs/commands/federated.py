@@ -3,6 +3,7 @@
     pmirs federated simulate --clients 6 --rounds 10 --partition domain
     pmirs federated prepare --data ~/my-photos --out ~/pmirs-client      # on each real client
     pmirs federated deploy-config --partitions runs/federated/parts --out runs/federated/deploy
+    pmirs federated ship final.pt --run runs/federated/fedavg-iid/fed-heads-<v>.pt --command "..."
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ DEFAULT_DATA = str(PHRASE_IMAGENET)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``pmirs federated simulate|partition|prepare|deploy-config``."""
+    """Add ``pmirs federated simulate|partition|prepare|deploy-config|ship``."""
     parser = subparsers.add_parser("federated", help="federated fine-tuning of the encoder heads (Flower)")
     sub = parser.add_subparsers(dest="federated_command", required=True, metavar="ACTION")
 
@@ -62,6 +63,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dep.add_argument("--rounds", type=int, default=10)
     dep.add_argument("--out-dir", default="", help="checkpoint directory for the ServerApp (absolute)")
     dep.set_defaults(func=_deploy_config)
+
+    ship = sub.add_parser("ship", help="copy a run's calibrated checkpoint into the repo's weights, with its manifest")
+    ship.add_argument("heads", help="the calibrated checkpoint (last --write-to of the calibration benchmarks)")
+    ship.add_argument("--run", required=True, help="the run's own checkpoint (its .json manifest beside it)")
+    ship.add_argument("--command", required=True, help="how it was trained and calibrated, for the manifest")
+    ship.add_argument("--calibration", action="append", default=[],
+                      help="a calibration benchmark's result JSON the shipped values came from (repeatable)")
+    ship.add_argument("--trained-on", default="", help="the training data in words (default: the run's summary)")
+    ship.add_argument("--weights-dir", default="", help="default: middleware/encoder/weights")
+    ship.set_defaults(func=_ship)
 
 
 def _partition_args(parser: argparse.ArgumentParser) -> None:
@@ -222,4 +233,15 @@ def _deploy_config(args: argparse.Namespace) -> int:
     script.chmod(0o755)
     print(plan.as_script())
     print(f"written: {script}")
+    return 0
+
+
+def _ship(args: argparse.Namespace) -> int:
+    from federated.shipping import ship_checkpoint
+    from middleware.encoder.heads import WEIGHTS_DIR
+
+    dest = ship_checkpoint(args.heads, args.run, args.command, args.calibration, args.trained_on,
+                           args.weights_dir or WEIGHTS_DIR)
+    print(f"shipped {dest} (manifest {dest.with_suffix('.json').name}); to make it the default, point "
+          f"DEFAULT_HEADS_PATH in middleware/encoder/heads.py at it and re-run the quality benchmarks")
     return 0

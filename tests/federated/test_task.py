@@ -72,6 +72,8 @@ def test_training_moves_the_heads_and_weights_round_trip(stores: Path, base_head
     assert metrics[task.SMALL_SHARE_KEY] == 0.0  # stub stores hold no thumbnails
     assert np.isfinite(metrics["train-loss"])
     assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    moved = np.sqrt(sum(float(np.sum((a.astype(np.float64) - b) ** 2)) for a, b in zip(after, before, strict=True)))
+    assert metrics[task.UPDATE_NORM_KEY] == pytest.approx(moved, rel=1e-6) and moved > 0
     # The text head moves only when asked to: frozen, text queries keep the base's space.
     assert torch.equal(heads.text_residual.weight, base.build().text_residual.weight) is not train_text
     fresh = task.build_heads(base, settings)

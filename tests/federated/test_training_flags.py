@@ -43,3 +43,12 @@ def test_the_benchmark_refuses_tower_flags_without_the_tower_head_before_any_wor
                  "--work-dir", str(tmp_path / "runs"), *flags]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_benchmark_refuses_an_unknown_run_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "fed.json"
+    assert main(["bench", "federated", "--data", str(tmp_path), "--out", str(out),
+                 "--work-dir", str(tmp_path / "runs"), "--runs", "fedavg-iid,fedavg-nonid"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown runs ['fedavg-nonid']" in err and "fedavg-noniid" in err
+    assert not out.exists() and not (tmp_path / "runs").exists()
