@@ -4,7 +4,7 @@ After training, each calibration (``pmirs bench mixed-kinds|mirror-average|relev
 saves a copy whose config changes and whose weights do not. Shipping checks exactly that against
 the run's own checkpoint, copies the file under its hash and writes the manifest beside it: the
 run's manifest, the values calibrated since, the commands, and what the model was trained on. It
-does not switch the default: that stays a reviewed one-line change (``heads.DEFAULT_HEADS_PATH``).
+does not switch the default: that stays a reviewed one-line change (``heads.FEDERATED_HEADS_PATH``).
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ AGGREGATION_WEIGHT_KEY = "aggregation-weight"
 # Share of a client's photos that are thumbnails; its example-weighted mean over clients says which
 # photos the trained image terms fit (small_photos.trained_photo_kind).
 SMALL_SHARE_KEY = "small-share"
-# L2 norm of a client's update before DP clipping (mean over clients in the log): what a DP run's clip is set against.
+# L2 norm of a client's whole update before any DP clipping (the server logs its per-photo mean):
+# what a DP run's clipping norm is set against.
 UPDATE_NORM_KEY = "update-norm"
 
 

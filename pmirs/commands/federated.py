@@ -243,5 +243,5 @@ def _ship(args: argparse.Namespace) -> int:
     dest = ship_checkpoint(args.heads, args.run, args.command, args.calibration, args.trained_on,
                            args.weights_dir or WEIGHTS_DIR)
     print(f"shipped {dest} (manifest {dest.with_suffix('.json').name}); to make it the default, point "
-          f"DEFAULT_HEADS_PATH in middleware/encoder/heads.py at it and re-run the quality benchmarks")
+          f"FEDERATED_HEADS_PATH in middleware/encoder/heads.py at it and re-run the quality benchmarks")
     return 0

@@ -75,7 +75,7 @@ def test_the_cli_ships_and_says_how_to_make_it_the_default(
                  "--trained-on", "phrase-imagenet train/", "--weights-dir", str(weights)]) == 0
     shipped = next(weights.glob("fed-heads-*.pt"))
     assert json.loads(shipped.with_suffix(".json").read_text())["trained_on"] == "phrase-imagenet train/"
-    assert "DEFAULT_HEADS_PATH" in capsys.readouterr().out
+    assert "FEDERATED_HEADS_PATH" in capsys.readouterr().out
     run_checkpoint.with_suffix(".json").unlink()
     assert main(["federated", "ship", str(calibrated), "--run", str(run_checkpoint), "--command", "cmd",
                  "--weights-dir", str(weights)]) == 2

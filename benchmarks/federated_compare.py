@@ -1,0 +1,104 @@
+"""`pmirs bench federated-compare`: runs from several `bench federated` result files on one plot.
+
+Each result file holds the runs of one command; comparing recipes (e.g. IID against non-IID with
+fewer local steps and more rounds) means reading several. Runs of different lengths are put on
+one axis by the share of their training done, so a 6-round and a 3-round run of the same total
+steps end at the same place. The first run is the reference the gaps are measured from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pmirs.errors import FederatedError  # noqa: E402
+
+N_VALUES = ("5", "10")
+
+
+@dataclass(frozen=True)
+class ComparedRun:
+    """One run's mean F1 per round (round 0 = before training), under a label."""
+
+    label: str
+    source: str  # "<file>:<run>"
+    mean_f1: list[dict[str, float]]
+
+
+def parse_spec(spec: str) -> tuple[str, Path, str]:
+    """``LABEL=PATH:RUN`` -> (label, path, run)."""
+    label, sep, rest = spec.partition("=")
+    path, colon, run = rest.rpartition(":")
+    if not sep or not colon or not label or not path or not run:
+        raise FederatedError(f"bad run {spec!r}: expected LABEL=RESULTS.json:RUN, e.g. IID=fed.json:fedavg-iid")
+    return label, Path(path), run
+
+
+def load_run(label: str, path: Path, run: str) -> ComparedRun:
+    """The run ``run`` of the result file ``path``."""
+    try:
+        runs = json.loads(path.read_text())["runs"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise FederatedError(f"cannot read bench federated results {path}: {exc}") from exc
+    if run not in runs:
+        raise FederatedError(f"{path} has no run {run!r} (it has {', '.join(runs)})")
+    return ComparedRun(label, f"{path.name}:{run}", [h["mean_f1"] for h in runs[run]["history"]])
+
+
+def compare_markdown(runs: Sequence[ComparedRun]) -> str:
+    """Final mean F1 per run and its gap to the first run, in points."""
+    reference = runs[0].mean_f1[-1]
+    lines = ["| run | source | rounds | mean F1@5 | mean F1@10 | gap to the first (points) |",
+             "|---|---|---|---|---|---|"]
+    for run in runs:
+        final = run.mean_f1[-1]
+        gaps = " / ".join(f"{100 * (reference[n] - final[n]):.2f}" for n in N_VALUES)
+        lines.append(f"| {run.label} | `{run.source}` | {len(run.mean_f1) - 1} | {final['5']:.3f} | "
+                     f"{final['10']:.3f} | {gaps if run is not runs[0] else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(runs: Sequence[ComparedRun], out: str | Path) -> Path:
+    """Write ``out`` (.png: mean F1 at N=5 and 10 against the share of training done) and ``.md`` beside it."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(compare_markdown(runs))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, n in zip(axes, N_VALUES, strict=True):
+        for run in runs:
+            rounds = len(run.mean_f1) - 1
+            share = [r / rounds for r in range(rounds + 1)] if rounds else [0.0]
+            ax.plot(share, [h[n] for h in run.mean_f1], marker="o", markersize=3, label=run.label)
+        ax.set_title(f"mean paper-protocol F1, N={n}")
+        ax.set_xlabel("share of the run's training done")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("F1 (val)")
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    plt.close(fig)
+    return out.with_suffix(".png")
+
+
+def register_bench(sub: argparse._SubParsersAction) -> None:
+    """Add ``pmirs bench federated-compare``."""
+    parser = sub.add_parser("federated-compare", help="runs from several `bench federated` result files on one plot")
+    parser.add_argument("runs", nargs="+", metavar="LABEL=RESULTS.json:RUN", help="the first is the reference")
+    parser.add_argument("--out", default="fed-compare.png", help="the plot (.md with the final rows beside it)")
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    runs = [load_run(*parse_spec(spec)) for spec in args.runs]
+    plot = write_comparison(runs, args.out)
+    print(compare_markdown(runs), end="")
+    print(f"written: {plot} and {plot.with_suffix('.md')}")
+    return 0
