@@ -26,11 +26,12 @@ N_VALUES = ("5", "10")
 
 @dataclass(frozen=True)
 class ComparedRun:
-    """One run's mean F1 per round (round 0 = before training), under a label."""
+    """One run's mean F1 per round (round 0 = before training) and final held-out F1@10, under a label."""
 
     label: str
     source: str  # "<file>:<run>"
     mean_f1: list[dict[str, float]]
+    heldout_f1: float  # F1@10 on classes no run trained on: the forgetting check
 
 
 def parse_spec(spec: str) -> tuple[str, Path, str]:
@@ -50,19 +51,20 @@ def load_run(label: str, path: Path, run: str) -> ComparedRun:
         raise FederatedError(f"cannot read bench federated results {path}: {exc}") from exc
     if run not in runs:
         raise FederatedError(f"{path} has no run {run!r} (it has {', '.join(runs)})")
-    return ComparedRun(label, f"{path.name}:{run}", [h["mean_f1"] for h in runs[run]["history"]])
+    history = runs[run]["history"]
+    return ComparedRun(label, f"{path.name}:{run}", [h["mean_f1"] for h in history], history[-1]["heldout_f1@10"])
 
 
 def compare_markdown(runs: Sequence[ComparedRun]) -> str:
-    """Final mean F1 per run and its gap to the first run, in points."""
+    """Final mean F1 per run, its gap to the first run in points, and held-out F1@10."""
     reference = runs[0].mean_f1[-1]
-    lines = ["| run | source | rounds | mean F1@5 | mean F1@10 | gap to the first (points) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| run | source | rounds | mean F1@5 | mean F1@10 | gap to the first (points) | held-out F1@10 |",
+             "|---|---|---|---|---|---|---|"]
     for run in runs:
         final = run.mean_f1[-1]
         gaps = " / ".join(f"{100 * (reference[n] - final[n]):.2f}" for n in N_VALUES)
         lines.append(f"| {run.label} | `{run.source}` | {len(run.mean_f1) - 1} | {final['5']:.3f} | "
-                     f"{final['10']:.3f} | {gaps if run is not runs[0] else ''} |")
+                     f"{final['10']:.3f} | {gaps if run is not runs[0] else ''} | {run.heldout_f1:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,7 @@ from pmirs.cli import main
 
 def results_file(path: Path, run: str, mean_f1_per_round: list[tuple[float, float]]) -> Path:
     """A `bench federated` result file holding the base and one run (only what the comparison reads)."""
-    history = [{"mean_f1": {"5": f5, "10": f10}} for f5, f10 in mean_f1_per_round]
+    history = [{"mean_f1": {"5": f5, "10": f10}, "heldout_f1@10": 0.8 + f10 / 10} for f5, f10 in mean_f1_per_round]
     path.write_text(json.dumps({"runs": {"base": {"history": history[:1]}, run: {"history": history}}}))
     return path
 
@@ -27,8 +27,8 @@ def test_the_comparison_puts_runs_of_different_lengths_side_by_side(
                  "--out", str(out)]) == 0
     assert out.stat().st_size > 0
     table = out.with_suffix(".md").read_text()
-    assert "| non-IID 4x | `noniid.json:fedavg-noniid` | 4 | 0.920 | 0.872 | 1.00 / 1.30 |" in table
-    assert "| IID | `iid.json:fedavg-iid` | 2 | 0.930 | 0.885 |  |" in table
+    assert "| non-IID 4x | `noniid.json:fedavg-noniid` | 4 | 0.920 | 0.872 | 1.00 / 1.30 | 0.887 |" in table
+    assert "| IID | `iid.json:fedavg-iid` | 2 | 0.930 | 0.885 |  | 0.889 |" in table
     assert table in capsys.readouterr().out
 
 
