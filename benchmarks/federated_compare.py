@@ -14,12 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from pmirs.errors import FederatedError  # noqa: E402
+from federated.report import plot_mean_f1
+from pmirs.errors import FederatedError
 
 N_VALUES = ("5", "10")
 
@@ -73,20 +69,9 @@ def write_comparison(runs: Sequence[ComparedRun], out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(compare_markdown(runs))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, n in zip(axes, N_VALUES, strict=True):
-        for run in runs:
-            rounds = len(run.mean_f1) - 1
-            share = [r / rounds for r in range(rounds + 1)] if rounds else [0.0]
-            ax.plot(share, [h[n] for h in run.mean_f1], marker="o", markersize=3, label=run.label)
-        ax.set_title(f"mean paper-protocol F1, N={n}")
-        ax.set_xlabel("share of the run's training done")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("F1 (val)")
-    axes[1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
-    plt.close(fig)
+    curves = [(run.label, [r / max(len(run.mean_f1) - 1, 1) for r in range(len(run.mean_f1))], run.mean_f1)
+              for run in runs]
+    plot_mean_f1(curves, "share of the run's training done", out.with_suffix(".png"))
     return out.with_suffix(".png")
 
 

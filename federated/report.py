@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -93,19 +94,28 @@ def write_federated_report(results: dict, json_path: Path) -> None:
     """Write ``<name>.md`` and ``<name>.png`` (mean F1 at N=5 and N=10 against rounds, per run)."""
     json_path = Path(json_path)
     json_path.with_suffix(".md").write_text(federated_markdown(results))
+    curves = [(name, list(range(len(run["history"]))), [h["mean_f1"] for h in run["history"]])
+              for name, run in results["runs"].items()]
+    plot_mean_f1(curves, "round", json_path.with_suffix(".png"))
+
+
+def plot_mean_f1(curves: Sequence[tuple[str, Sequence[float], Sequence[dict[str, float]]]], xlabel: str,
+                 out: Path) -> None:
+    """Mean F1 at N=5 and N=10 per curve (label, x values, mean F1 per point); a one-point curve (the
+    zero-shot base) is drawn as a dashed level."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, n in zip(axes, ("5", "10"), strict=True):
-        for name, run in results["runs"].items():
-            values = [h["mean_f1"][n] for h in run["history"]]
+        for label, x, mean_f1 in curves:
+            values = [point[n] for point in mean_f1]
             if len(values) == 1:
-                ax.axhline(values[0], linestyle="--", color="grey", label=name)
+                ax.axhline(values[0], linestyle="--", color="grey", label=label)
             else:
-                ax.plot(range(len(values)), values, marker="o", markersize=3, label=name)
+                ax.plot(x, values, marker="o", markersize=3, label=label)
         ax.set_title(f"mean paper-protocol F1, N={n}")
-        ax.set_xlabel("round")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("F1 (val)")
     axes[1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(json_path.with_suffix(".png"), dpi=120)
+    fig.savefig(out, dpi=120)
     plt.close(fig)
