@@ -87,6 +87,8 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         metrics = task.train(heads, data, settings, proximal_mu=float(config.get("proximal-mu", 0.0)),
                              seed=_client_seed(settings, context, server_round), server_round=server_round)
         if LEGACY_FITINS in msg.content.array_records:
+            # SecAgg+ shows the server only the sum of updates; each client's update norm would say more.
+            metrics.pop(task.UPDATE_NORM_KEY)
             fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(task.get_weights(heads)),
                             task.aggregation_weight(settings, len(data)), metrics)
             return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)

@@ -25,6 +25,8 @@ def test_one_round_changes_the_weights_and_reports_metrics(
     manifest = simulate(settings, num_clients=2, on_round=lambda r, _state: rounds.append(r))
     assert rounds == [0, 1]
     assert manifest["train_metrics"]["1"]["train-loss"] > 0
+    # Each client's update norm is reported, except under SecAgg+, where the server sees only the sum.
+    assert (task.UPDATE_NORM_KEY in manifest["train_metrics"]["1"]) is not mode.get("secagg", False)
     assert len(manifest["round_seconds"]) == 1
     trained = load_heads(manifest["checkpoint"])
     assert trained.config.extra["federated"]["partition"] == "domain"
