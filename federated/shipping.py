@@ -28,14 +28,22 @@ def same_weights(a: HeadsCheckpoint, b: HeadsCheckpoint) -> bool:
     return all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
 
 
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``, or a clear error naming ``what`` it should have been."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FederatedError(f"cannot read {what} {path}: {exc}") from exc
+    if not isinstance(value, dict):
+        raise FederatedError(f"cannot read {what} {path}: not a JSON object")
+    return value
+
+
 def calibration_record(path: Path) -> dict:
     """Which calibration result a shipped file relied on, and the photos it was chosen on (if it says)."""
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise FederatedError(f"cannot read calibration result {path}: {exc}") from exc
+    result = read_json(path, "calibration result")
     record = {"file": path.name}
-    if isinstance(result, dict) and "chosen_on" in result:
+    if "chosen_on" in result:
         record["chosen_on"] = result["chosen_on"]
     return record
 
@@ -45,15 +53,19 @@ def ship_checkpoint(calibrated: str | Path, run_checkpoint: str | Path, command:
                     weights_dir: str | Path = WEIGHTS_DIR) -> Path:
     """Copy ``calibrated`` into ``weights_dir`` as ``fed-heads-<version>.pt`` with its manifest; returns its path.
 
+    Everything is read and checked before anything is written, so a refused ship leaves ``weights_dir`` as it was.
+
     Raises:
-        FederatedError: the run's manifest is missing, or ``calibrated`` holds other weights than the run's
-            checkpoint (only calibrations, which change the config, may lie between the two).
+        FederatedError: the run's manifest or a calibration result is missing or unreadable, or ``calibrated``
+            holds other weights than the run's checkpoint (only calibrations, which change the config, may lie
+            between the two).
     """
     calibrated, run_checkpoint, weights_dir = Path(calibrated), Path(run_checkpoint), Path(weights_dir)
     run_manifest_path = run_checkpoint.with_suffix(".json")
     if not run_manifest_path.is_file():
         raise FederatedError(f"no run manifest beside {run_checkpoint} (expected {run_manifest_path})")
-    run_manifest = json.loads(run_manifest_path.read_text())
+    run_manifest = read_json(run_manifest_path, "run manifest")
+    records = [calibration_record(Path(p)) for p in calibrations]
     shipped, trained = load_heads(calibrated), load_heads(run_checkpoint)
     if not same_weights(shipped, trained):
         raise FederatedError(f"{calibrated} holds other weights than the run's checkpoint {run_checkpoint}: "
@@ -74,7 +86,7 @@ def ship_checkpoint(calibrated: str | Path, run_checkpoint: str | Path, command:
         "relevance": config.extra.get("relevance"),
         "tuned_offset": config.tuned_offset,
         "mirror_average": config.mirror_average,
-        "calibrations": [calibration_record(Path(p)) for p in calibrations],
+        "calibrations": records,
     }
     dest.with_suffix(".json").write_text(json.dumps(manifest, indent=2, default=float) + "\n")
     return dest

@@ -80,3 +80,17 @@ def test_the_cli_ships_and_says_how_to_make_it_the_default(
     assert main(["federated", "ship", str(calibrated), "--run", str(run_checkpoint), "--command", "cmd",
                  "--weights-dir", str(weights)]) == 2
     assert "no run manifest beside" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("broken", "message"), [("calibration", "cannot read calibration result"),
+                                                  ("run manifest", "cannot read run manifest")])
+def test_an_unreadable_input_is_refused_before_anything_is_written(
+        tmp_path: Path, run_checkpoint: Path, calibrated: Path, broken: str, message: str) -> None:
+    result = tmp_path / "relevance.json"
+    result.write_text("{not json")
+    if broken == "run manifest":
+        result.write_text("{}")
+        run_checkpoint.with_suffix(".json").write_text("[1, 2]")
+    with pytest.raises(FederatedError, match=message):
+        ship_checkpoint(calibrated, run_checkpoint, "cmd", [result], weights_dir=tmp_path / "weights")
+    assert not (tmp_path / "weights").exists()
