@@ -23,7 +23,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from federated import task
+from federated import secure_metrics, task
 from federated.partition import client_dir_name, load_partition
 from pmirs.errors import FederatedError
 
@@ -31,9 +31,11 @@ LEGACY_FITINS = "fitins.parameters"  # SecAgg+ rounds use Flower's legacy fit re
 
 
 def _optional_secaggplus(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
-    """Run the SecAgg+ protocol only for rounds that carry its record."""
+    """Run the SecAgg+ protocol only for rounds that carry its record; its replies show no weight."""
     if RECORD_KEY_CONFIGS in msg.content.config_records:
-        return secaggplus_mod(msg, ctxt, call_next)
+        reply = secaggplus_mod(msg, ctxt, call_next)
+        secure_metrics.hide_clear_weight(reply)
+        return reply
     return call_next(msg, ctxt)
 
 
@@ -78,7 +80,7 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
             config = fitins.config
             settings, heads, data = prepare(context, config)
-            task.set_weights(heads, parameters_to_ndarrays(fitins.parameters))
+            task.set_weights(heads, secure_metrics.split_metrics(parameters_to_ndarrays(fitins.parameters))[0])
         else:
             config = msg.content["config"]
             settings, heads, data = prepare(context, config)
@@ -87,10 +89,11 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         metrics = task.train(heads, data, settings, proximal_mu=float(config.get("proximal-mu", 0.0)),
                              seed=_client_seed(settings, context, server_round), server_round=server_round)
         if LEGACY_FITINS in msg.content.array_records:
-            # SecAgg+ shows the server only the sum of updates; each client's update norm would say more.
-            metrics.pop(task.UPDATE_NORM_KEY)
-            fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(task.get_weights(heads)),
-                            task.aggregation_weight(settings, len(data)), metrics)
+            # SecAgg+ shows the server only the sum of updates: the metrics it needs ride in that sum,
+            # and nothing about this client (update norm, photo count, seconds) goes in the clear.
+            masked = secure_metrics.with_metrics(task.get_weights(heads), metrics)
+            fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(masked),
+                            task.aggregation_weight(settings, len(data)), {})
             return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
         content = RecordDict({"arrays": ArrayRecord(task.exchange_state(heads)), "metrics": MetricRecord(metrics)})
         return Message(content, reply_to=msg)

@@ -29,7 +29,7 @@ from flwr.serverapp.strategy import (
 )
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from federated import task
+from federated import secure_metrics, task
 from federated.accounting import DEFAULT_DELTA, client_level_epsilon
 from middleware.encoder.small_photos import trained_photo_kind
 
@@ -105,37 +105,36 @@ def _run_message_api(grid: Grid, settings: task.FederatedSettings, initial: Arra
 def _run_secaggplus(grid: Grid, context: Context, settings: task.FederatedSettings, keys: list[str],
                     initial: list[np.ndarray], base_version: str,
                     clock: _RoundClock) -> tuple[list[np.ndarray], dict]:
+    """The clients' metrics arrive only as their mean inside the masked sum (``secure_metrics``):
+    every round's aggregate carries it, and it is split off before the weights are used."""
     history: dict[str, dict] = {}
 
-    def evaluate_fn(server_round: int, ndarrays: list[np.ndarray], _config: dict) -> None:
-        clock(server_round, dict(zip(keys, ndarrays, strict=True)))
+    def evaluate_fn(server_round: int, arrays: list[np.ndarray], _config: dict) -> None:
+        weights, metrics = secure_metrics.split_metrics(arrays)
+        if server_round > 0:
+            history[str(server_round)] = metrics
+        clock(server_round, dict(zip(keys, weights, strict=True)))
         return None
-
-    def fit_metrics(results: list[tuple[int, dict]]) -> dict:
-        photos = [m[task.NUM_EXAMPLES_KEY] for _, m in results]  # per photo, whatever the updates' weights
-        total = sum(photos)
-        merged = {k: sum(n * m[k] for n, (_, m) in zip(photos, results, strict=True)) / total
-                  for k in results[0][1]} if results else {}
-        history[str(len(history) + 1)] = merged
-        return merged
 
     strategy = LegacyFedAvg(
         fraction_fit=settings.fraction_train, fraction_evaluate=0.0, min_fit_clients=settings.min_nodes,
-        min_available_clients=settings.min_nodes, initial_parameters=ndarrays_to_parameters(initial),
+        min_available_clients=settings.min_nodes,
+        initial_parameters=ndarrays_to_parameters(secure_metrics.with_metrics(initial, {})),
         evaluate_fn=evaluate_fn,
         on_fit_config_fn=lambda rnd: {"server-round": rnd, task.BASE_VERSION_KEY: base_version},
-        fit_metrics_aggregation_fn=fit_metrics,
+        fit_metrics_aggregation_fn=lambda _results: {},  # replies carry no clear metrics
     )
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=settings.num_server_rounds),
                            strategy=strategy)
     workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
         num_shares=task.secagg_count(settings.secagg_num_shares),
         reconstruction_threshold=task.secagg_count(settings.secagg_reconstruction_threshold),
-        max_weight=settings.secagg_max_weight,
+        max_weight=task.secagg_max_weight(settings),
     ))
     workflow(grid, legacy)
     final = legacy.state.array_records["parameters"]
-    return parameters_to_ndarrays(compat.arrayrecord_to_parameters(final, keep_input=True)), history
+    return secure_metrics.split_metrics(parameters_to_ndarrays(
+        compat.arrayrecord_to_parameters(final, keep_input=True)))[0], history
 
 
 def dp_manifest(settings: task.FederatedSettings) -> dict:

@@ -42,6 +42,7 @@ STRATEGIES = ("fedavg", "fedprox", "fedavgm")
 LR_SCHEDULES = ("constant", "cosine")
 CLIENT_WEIGHTINGS = ("examples", "uniform")
 BASE_VERSION_KEY = "base-version"  # the server pins the base heads; clients refuse another one
+TRAIN_LOSS_KEY = "train-loss"
 NUM_EXAMPLES_KEY = "num-examples"  # how many photos a client trained on (reported, not a weight)
 # The weight the server averages client updates with: the client's photo count (FedAvg's weighting)
 # or 1 for every client (``client-weighting = "uniform"``); metrics are always averaged per photo.
@@ -81,7 +82,7 @@ class FederatedSettings:
     secagg: bool = False  # SecAgg+: the server sees only the sum of the (masked) updates
     secagg_num_shares: float = 1.0  # SecAgg+ shares per client: <= 1 a share of the clients, > 2 a count
     secagg_reconstruction_threshold: float = 0.67  # SecAgg+ shares to unmask a dropout (same convention)
-    secagg_max_weight: int = 5000  # SecAgg+ bound on a client's example count (quantisation scale)
+    secagg_max_weight: int = 5000  # SecAgg+ bound on a client's example count (uniform weighting uses 1)
     tower_head: bool = False  # also tune the image tower's last conv layer (stores need pre-head maps)
     tower_blocks: int = 0  # with tower-head: also tune this many last MBConv blocks (stores need their input maps)
     tower_lr_scale: float = 1.0  # the tuned tower layers learn at learning-rate x this
@@ -162,6 +163,13 @@ class FederatedSettings:
     def dp(self) -> bool:
         """Whether central DP (client-side clipping + server noise) is on."""
         return self.dp_noise_multiplier > 0
+
+
+def secagg_max_weight(settings: FederatedSettings) -> int:
+    """SecAgg+'s bound on a client's weight. Each masked vector is scaled by weight / bound before it
+    is quantised, so a loose bound costs precision: under uniform weighting every weight is 1, and
+    a bound of 5000 would blur each client's exchanged values by up to about 0.01 each."""
+    return 1 if settings.client_weighting == "uniform" else settings.secagg_max_weight
 
 
 def secagg_count(value: float) -> int | float:
@@ -280,7 +288,7 @@ def train(heads: DualHeads, data: TrainingExamples, settings: FederatedSettings,
     config = train_config(settings, proximal_mu, seed, server_round)
     before = {k: v.clone() for k, v in exchange_state(heads).items()}
     loss = train_epochs(heads, training_view(data, settings), config)
-    return {"train-loss": float(loss), NUM_EXAMPLES_KEY: len(data), AGGREGATION_WEIGHT_KEY: aggregation_weight(
+    return {TRAIN_LOSS_KEY: float(loss), NUM_EXAMPLES_KEY: len(data), AGGREGATION_WEIGHT_KEY: aggregation_weight(
         settings, len(data)), SMALL_SHARE_KEY: float(data.small_share), "train-seconds": time.perf_counter() - started,
             UPDATE_NORM_KEY: update_norm(before, exchange_state(heads))}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flwr.supercore.task_identity import TaskIdentity
 from PIL import Image
 
 from federated.partition import partition_indices, prepare_partition, write_partitions
@@ -93,3 +94,10 @@ def stores(tmp_path: Path, photos: Path) -> Path:
 def own_stores(tmp_path: Path, photos: Path) -> list[Path]:
     """Stores each client built on its own machine from its own folder (real-deployment path)."""
     return [prepare_partition(tmp_path / f"store-{d}", photos / d, stub_extract, stub_encode) for d in DOMAINS]
+
+
+@pytest.fixture
+def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages need a task identity, which Flower's runtime sets in a real ClientApp process."""
+    for name in ("_run_id", "_task_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)

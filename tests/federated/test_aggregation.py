@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from federated.server_app import create_strategy
 from federated.task import (
@@ -20,9 +19,8 @@ from federated.task import (
 
 @pytest.mark.parametrize(("strategy", "weighting"), [("fedavg", "examples"), ("fedprox", "examples"),
                                                      ("fedavg", "uniform")])
-def test_aggregate_is_the_weighted_mean(monkeypatch: pytest.MonkeyPatch, strategy: str, weighting: str) -> None:
-    for name in ("_run_id", "_task_id", "_node_id"):
-        monkeypatch.setattr(TaskIdentity, name, 1)
+@pytest.mark.usefixtures("flower_task")
+def test_aggregate_is_the_weighted_mean(strategy: str, weighting: str) -> None:
     rng = np.random.default_rng(0)
     updates = [[rng.normal(size=(3, 2)), rng.normal(size=4)] for _ in range(3)]
     examples = [10, 30, 60]

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
-from flwr.supercore.task_identity import TaskIdentity
 
 from federated import task
 from federated.client_app import create_client_app
@@ -26,13 +25,6 @@ def _record_opens(event: str, args: tuple) -> None:
 
 
 sys.addaudithook(_record_opens)
-
-
-@pytest.fixture
-def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Messages need a task identity, which Flower's runtime sets in a real ClientApp process."""
-    for name in ("_run_id", "_task_id", "_node_id"):
-        monkeypatch.setattr(TaskIdentity, name, 1)
 
 
 @pytest.fixture

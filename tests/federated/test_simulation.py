@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flwr.server.strategy import FedAvg as LegacyFedAvg
 
 from federated import task
 from federated.simulation import simulate
@@ -36,3 +37,30 @@ def test_one_round_changes_the_weights_and_reports_metrics(
     base = task.load_base(base_heads)
     changed = [not np.allclose(trained.state_dict[k], v) for k, v in base.state_dict.items()]
     assert any(changed)
+
+
+@pytest.mark.slow
+def test_secaggplus_gives_the_plain_mean_and_no_client_value_in_the_clear(
+    tmp_path: Path, stores: Path, base_heads: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    received: list = []
+    aggregate_fit = LegacyFedAvg.aggregate_fit
+
+    def spy(self: LegacyFedAvg, server_round: int, results: list, failures: list) -> tuple:
+        received.extend(fitres for _proxy, fitres in results)
+        return aggregate_fit(self, server_round, results, failures)
+
+    monkeypatch.setattr(LegacyFedAvg, "aggregate_fit", spy)
+    settings = {"num-server-rounds": 1, "batch-size": 4, "heads-path": str(base_heads), "partitions-root": str(stores),
+                "partition": "domain", "client-weighting": "uniform"}
+    plain = simulate({**settings, "out-dir": str(tmp_path / "plain")}, num_clients=2)
+    secure = simulate({**settings, "out-dir": str(tmp_path / "secure"), "secagg": True}, num_clients=2)
+    # What the server saw of each client: masked arrays only, no metric, an example count of 1.
+    assert len(received) == 2
+    assert all(fitres.metrics == {} and fitres.num_examples == 1 for fitres in received)
+    # The unmasked sum is the plain mean of the same (seeded) updates, up to SecAgg+'s quantisation.
+    plain_state, secure_state = load_heads(plain["checkpoint"]).state_dict, load_heads(secure["checkpoint"]).state_dict
+    assert max(float((plain_state[k] - secure_state[k]).abs().max()) for k in plain_state) < 1e-4
+    # Its metrics are means of the same clients' values (the plain run averages them per photo).
+    losses = [m["1"][task.TRAIN_LOSS_KEY] for m in (plain["train_metrics"], secure["train_metrics"])]
+    assert losses[1] == pytest.approx(losses[0], rel=0.2) and losses[1] > 0
