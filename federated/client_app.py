@@ -19,7 +19,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE
 from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
@@ -92,8 +92,9 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
             # SecAgg+ shows the server only the sum of updates: the metrics it needs ride in that sum,
             # and nothing about this client (update norm, photo count, seconds) goes in the clear.
             masked = secure_metrics.with_metrics(task.get_weights(heads), metrics)
-            fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(masked),
-                            task.aggregation_weight(settings, len(data)), {})
+            weight = task.aggregation_weight(settings, len(data))
+            secure_metrics.check_range(masked, weight, context.state.config_records.get(RECORD_KEY_STATE))
+            fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(masked), weight, {})
             return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
         content = RecordDict({"arrays": ArrayRecord(task.exchange_state(heads)), "metrics": MetricRecord(metrics)})
         return Message(content, reply_to=msg)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from flwr.app import Message
+from flwr.app import ConfigRecord, Message
 
 from federated import task
 from pmirs.errors import FederatedError
@@ -37,7 +37,7 @@ def split_metrics(arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], dict[
     *weights, row = arrays
     if np.shape(row) != (len(SECURE_METRIC_KEYS),):
         raise FederatedError(f"the last SecAgg+ array holds {np.shape(row)} values, not the "
-                         f"{len(SECURE_METRIC_KEYS)} secure metrics")
+                             f"{len(SECURE_METRIC_KEYS)} secure metrics")
     return list(weights), {key: float(v) * _SCALES[key] for key, v in zip(SECURE_METRIC_KEYS, row, strict=True)}
 
 
@@ -51,3 +51,18 @@ def hide_clear_weight(reply: Message) -> None:
     record = reply.content.metric_records.get(_CLEAR_WEIGHT_RECORD)
     if record is not None:
         record[_CLEAR_WEIGHT_KEY] = 1
+
+
+def check_range(arrays: Sequence[np.ndarray], weight: float, protocol_state: ConfigRecord | None) -> None:
+    """Refuse to send a value SecAgg+ would clip: ``secaggplus_mod`` scales the vector by
+    weight / max-weight and silently clips it to the clipping range, which would corrupt the aggregate.
+
+    ``protocol_state`` is the mod's record in the client's context (absent: not a SecAgg+ round).
+    """
+    if protocol_state is None:
+        return
+    bound = float(protocol_state["clipping_range"])
+    largest = max((float(np.abs(a).max()) for a in arrays if np.size(a)), default=0.0)
+    if largest * weight / float(protocol_state["max_weight"]) > bound:
+        raise FederatedError(f"an exchanged value reaches {largest:.3g}; scaled by this client's weight it falls "
+                             f"outside SecAgg+'s clipping range of +-{bound:g}, and the protocol would clip it")

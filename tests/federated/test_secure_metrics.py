@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from federated import secure_metrics, task
 from pmirs.errors import FederatedError
@@ -33,3 +33,12 @@ def test_a_reply_shows_an_example_count_of_one() -> None:
     reply = Message(content, dst_node_id=1, message_type="train")
     secure_metrics.hide_clear_weight(reply)
     assert reply.content.metric_records["fitres.num_examples"]["num_examples"] == 1
+
+
+def test_values_secaggplus_would_clip_are_refused_before_they_leave() -> None:
+    state = ConfigRecord({"clipping_range": 8.0, "max_weight": 1000.0})
+    arrays = [np.array([0.5, -9.0]), np.zeros(2)]
+    secure_metrics.check_range(arrays, 1000, None)  # not a SecAgg+ round: nothing to check
+    secure_metrics.check_range(arrays, 500, state)  # scaled by 500 / 1000: 4.5, inside
+    with pytest.raises(FederatedError, match="clipping range"):
+        secure_metrics.check_range(arrays, 1000, state)  # 9.0: the protocol would clip it to 8
