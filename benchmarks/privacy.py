@@ -17,9 +17,8 @@ Each storage-noise level is shown next to its retrieval cost (same data, same pr
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from benchmarks.quality import CLASS_QUERY_TEMPLATE, _mean_retrieval, evaluate_e
 from middleware.datasets import DEMO_PHOTOS, LabelledImage, open_image, scan_image_folder
 from middleware.encoder import Encoder
 from middleware.obfuscation import BlockProjection
+from pmirs.blas import single_thread_blas
 
 KNOWN_PAIRS = (0, 10, 50, 100, 200, 400, 1000)
 NOISE_LEVELS = (0.0, 0.05, 0.1, 0.2, 0.5)
@@ -182,23 +182,11 @@ def _kmeans_once(x: np.ndarray, k: int, rng: np.random.Generator, iters: int) ->
     return assign, float(np.sum(np.max(x @ c.T, axis=1)))
 
 
-@contextlib.contextmanager
-def _single_thread_blas() -> Iterator[None]:
-    """One BLAS thread: on a busy 2-core machine OpenBLAS's threads made a 384x384 SVD take 3 s, not 0.04 s."""
-    try:
-        from threadpoolctl import threadpool_limits  # installed with scikit-learn (sentence-transformers)
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 def run_privacy_benchmark(data: PrivacyData, known_pairs: Sequence[int] = KNOWN_PAIRS,
                           noise_levels: Sequence[float] = NOISE_LEVELS, trials: int = 3, seed: int = 0,
                           n_blocks: int = 4, encode_texts: Any = None) -> dict[str, Any]:
     """Attack results for every (noise, m), ciphertext-only leakage, and each noise level's retrieval cost."""
-    with _single_thread_blas():
+    with single_thread_blas():
         return _run(data, known_pairs, noise_levels, trials, seed, n_blocks, encode_texts)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pmirs.blas import single_thread_blas
 from pmirs.protocol import crypto
 
 KEY_BYTES = 32
@@ -78,12 +79,13 @@ class BlockProjection:
         self.block_size = dim // n_blocks
         self._permutation = _rng(key, _info(version, dim, n_blocks, "permutation")).permutation(dim)
         self._inverse_permutation = np.argsort(self._permutation)
-        self._blocks = np.stack(
-            [
-                _random_orthogonal(_rng(key, _info(version, dim, n_blocks, f"block/{i}")), self.block_size)
-                for i in range(n_blocks)
-            ]
-        )  # (n_blocks, b, b), float64
+        with single_thread_blas():  # on a busy machine OpenBLAS threads made this 300 ms, not 3
+            self._blocks = np.stack(
+                [
+                    _random_orthogonal(_rng(key, _info(version, dim, n_blocks, f"block/{i}")), self.block_size)
+                    for i in range(n_blocks)
+                ]
+            )  # (n_blocks, b, b), float64
 
     def __repr__(self) -> str:
         return (
