@@ -9,11 +9,11 @@ steps end at the same place. The first run is the reference the gaps are measure
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from federated.json_files import read_json
 from federated.report import plot_mean_f1
 from pmirs.errors import FederatedError
 
@@ -41,10 +41,9 @@ def parse_spec(spec: str) -> tuple[str, Path, str]:
 
 def load_run(label: str, path: Path, run: str) -> ComparedRun:
     """The run ``run`` of the result file ``path``."""
-    try:
-        runs = json.loads(path.read_text())["runs"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise FederatedError(f"cannot read bench federated results {path}: {exc}") from exc
+    runs = read_json(path, "bench federated results").get("runs")
+    if not isinstance(runs, dict):
+        raise FederatedError(f"cannot read bench federated results {path}: it holds no runs")
     if run not in runs:
         raise FederatedError(f"{path} has no run {run!r} (it has {', '.join(runs)})")
     history = runs[run]["history"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from federated.json_files import read_json
 from middleware.encoder.heads import WEIGHTS_DIR, HeadsCheckpoint, load_heads
 from pmirs.errors import FederatedError
 
@@ -26,17 +27,6 @@ def same_weights(a: HeadsCheckpoint, b: HeadsCheckpoint) -> bool:
     if list(a.state_dict) != list(b.state_dict) or not np.array_equal(a.class_bank, b.class_bank):
         return False
     return all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
-
-
-def read_json(path: Path, what: str) -> dict:
-    """A JSON object from ``path``, or a clear error naming ``what`` it should have been."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise FederatedError(f"cannot read {what} {path}: {exc}") from exc
-    if not isinstance(value, dict):
-        raise FederatedError(f"cannot read {what} {path}: not a JSON object")
-    return value
 
 
 def calibration_record(path: Path) -> dict:

@@ -37,10 +37,14 @@ def test_the_comparison_puts_runs_of_different_lengths_side_by_side(
     ("IID=iid.json", "expected LABEL=RESULTS.json:RUN"),
     ("IID={iid}:fedavg-noniid", "has no run 'fedavg-noniid' (it has base, fedavg-iid)"),
     ("IID={tmp}/missing.json:fedavg-iid", "cannot read bench federated results"),
+    ("IID={tmp}/list.json:fedavg-iid", "not a JSON object"),
+    ("IID={tmp}/manifest.json:fedavg-iid", "it holds no runs"),
 ])
 def test_a_bad_run_is_a_clear_error_and_writes_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture, spec: str, message: str) -> None:
     iid = results_file(tmp_path / "iid.json", "fedavg-iid", [(0.75, 0.69), (0.93, 0.885)])
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "manifest.json").write_text('{"rounds": 3}')
     out = tmp_path / "compare.png"
     assert main(["bench", "federated-compare", spec.format(iid=iid, tmp=tmp_path), "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
