@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from logging import INFO
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.logger import log
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.strategy import FedAvg as LegacyFedAvg
@@ -30,7 +32,7 @@ from flwr.serverapp.strategy import (
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from federated import secure_metrics, task
-from federated.accounting import DEFAULT_DELTA, client_level_epsilon
+from federated.accounting import DEFAULT_DELTA, client_level_privacy
 from middleware.encoder.small_photos import trained_photo_kind
 
 # Called after every round (0 = the initial weights) with the global heads' exchanged state
@@ -143,10 +145,11 @@ def dp_manifest(settings: task.FederatedSettings) -> dict:
                               "clipping_norm": settings.dp_clipping_norm,
                               "mode": "central, client-side fixed clipping"}
     if settings.dp:
+        spent = client_level_privacy(settings.dp_noise_multiplier, settings.num_server_rounds,
+                                     settings.fraction_train, DEFAULT_DELTA)
         record["delta"] = DEFAULT_DELTA
-        record["epsilon"] = client_level_epsilon(settings.dp_noise_multiplier, settings.num_server_rounds,
-                                                 settings.fraction_train, DEFAULT_DELTA)
-        record["accountant"] = "PRV accountant (upper bound), client-level, sampling rate = fraction-train"
+        record["epsilon"] = spent.epsilon
+        record["accountant"] = f"{spent.accountant}, client-level, sampling rate = fraction-train"
     return record
 
 
@@ -164,6 +167,11 @@ def tuned_photos(history: Mapping[str, Mapping[str, Any]]) -> str:
 def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
                on_round: RoundCallback | None = None) -> dict:
     """Run every round; save the aggregated heads when ``out-dir`` is set; returns the manifest."""
+    # Account before training: a run whose privacy cannot be stated fails here, not after its rounds.
+    dp = dp_manifest(settings)
+    if dp["enabled"]:
+        log(INFO, "DP: client-level epsilon <= %.4g at delta %g over %d round(s) (%s)", dp["epsilon"], dp["delta"],
+            settings.num_server_rounds, dp["accountant"])
     base = task.load_base(settings.heads_path)
     heads = task.build_heads(base, settings)
     clock = _RoundClock(on_round)
@@ -195,7 +203,7 @@ def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
         "lr_schedule": settings.lr_schedule,
         "anchor": settings.anchor,
         "loss": settings.loss,
-        "dp": dp_manifest(settings),
+        "dp": dp,
         "secagg": settings.secagg,
         "base_version": base.version,
         "round_seconds": clock.seconds,
