@@ -163,7 +163,8 @@ def _federated(name: str, base, parts_root: Path, num_clients: int, settings: di
         history.append(scorer(heads))
     print(f"  {name}: mean F1 per round (N=5) {[h['mean_f1']['5'] for h in history]}", flush=True)
     return {"history": history, "round_seconds": manifest["round_seconds"], "checkpoint": manifest.get("checkpoint"),
-            "wall_seconds": time.perf_counter() - started, "settings": settings, "dp": manifest["dp"]}
+            "wall_seconds": time.perf_counter() - started, "settings": settings, "dp": manifest["dp"],
+            "failed_rounds": manifest["failed_rounds"]}
 
 
 def run_federated_benchmark(

@@ -47,6 +47,9 @@ def federated_markdown(results: dict) -> str:
         if dp.get("enabled"):
             lines += ["", f"{name}: noise multiplier {dp['noise_multiplier']}, clipping norm {dp['clipping_norm']}, "
                           f"client-level epsilon {dp['epsilon']:.3g} at delta {dp['delta']:g} ({dp['accountant']})"]
+        if run.get("failed_rounds"):
+            lines += ["", f"{name}: rounds {run['failed_rounds']} aggregated no client update (every client failed "
+                          "or SecAgg+ halted); the weights stayed as they were"]
     lines += ["", _best_line(results)]
     return "\n".join(lines) + "\n"
 

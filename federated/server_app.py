@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from logging import INFO
+from logging import ERROR, INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from federated import secure_metrics, task
 from federated.accounting import DEFAULT_DELTA, client_level_privacy
 from middleware.encoder.small_photos import trained_photo_kind
+from pmirs.errors import FederatedError
 
 # Called after every round (0 = the initial weights) with the global heads' exchanged state
 # (load it with ``task.load_exchange_state``).
@@ -72,15 +73,29 @@ def create_strategy(settings: task.FederatedSettings) -> Strategy:
 
 
 class _RoundClock:
-    """Times rounds and forwards each round's global weights to an optional callback."""
+    """Times rounds, notes rounds that aggregated nothing, and forwards each round's global weights
+    to an optional callback.
+
+    Flower carries on past a round in which every client failed (the Message API strategy
+    aggregates no reply; SecAgg+ halts when too few clients remain) and keeps the weights as they
+    were. Bit-identical global weights after a round are that signature: any aggregated update
+    moves them.
+    """
 
     def __init__(self, on_round: RoundCallback | None) -> None:
         self.on_round, self.seconds, self._last = on_round, [], time.perf_counter()
+        self.failed_rounds: list[int] = []
+        self._previous: dict[str, np.ndarray] | None = None
 
     def __call__(self, server_round: int, state: dict[str, np.ndarray]) -> None:
         now = time.perf_counter()
         if server_round > 0:
             self.seconds.append(now - self._last)
+            if self._previous is not None and all(np.array_equal(state[k], v) for k, v in self._previous.items()):
+                self.failed_rounds.append(server_round)
+                log(WARNING, "round %d aggregated no client update: the global weights are unchanged "
+                             "(see above for the clients' errors)", server_round)
+        self._previous = {k: np.array(v, copy=True) for k, v in state.items()}
         if self.on_round is not None:
             self.on_round(server_round, state)
         self._last = time.perf_counter()
@@ -113,9 +128,9 @@ def _run_secaggplus(grid: Grid, context: Context, settings: task.FederatedSettin
 
     def evaluate_fn(server_round: int, arrays: list[np.ndarray], _config: dict) -> None:
         weights, metrics = secure_metrics.split_metrics(arrays)
-        if server_round > 0:
-            history[str(server_round)] = metrics
         clock(server_round, dict(zip(keys, weights, strict=True)))
+        if server_round > 0 and server_round not in clock.failed_rounds:  # a halted round repeats old metrics
+            history[str(server_round)] = metrics
         return None
 
     strategy = LegacyFedAvg(
@@ -179,11 +194,15 @@ def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
         keys = list(task.exchange_state(heads))
         final, history = _run_secaggplus(grid, context, settings, keys, task.get_weights(heads), base.version,
                                          clock)
-        task.set_weights(heads, final)
+        state: Mapping[str, Any] = dict(zip(keys, final, strict=True))
     else:
         arrays, history = _run_message_api(grid, settings, ArrayRecord(task.exchange_state(heads)), base.version,
                                            clock)
-        task.load_exchange_state(heads, arrays.to_torch_state_dict())
+        state = arrays.to_torch_state_dict()
+    if settings.num_server_rounds and len(clock.failed_rounds) == settings.num_server_rounds:
+        raise FederatedError(f"no round aggregated any client update (all {settings.num_server_rounds} failed: see "
+                             "the clients' errors above); no checkpoint written")
+    task.load_exchange_state(heads, state)
     manifest = {
         "rounds": settings.num_server_rounds,
         "clients": settings.min_nodes,
@@ -207,6 +226,7 @@ def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
         "secagg": settings.secagg,
         "base_version": base.version,
         "round_seconds": clock.seconds,
+        "failed_rounds": clock.failed_rounds,
         "train_metrics": history,
         "tuned_photos": tuned_photos(history),
     }
@@ -216,15 +236,23 @@ def run_server(grid: Grid, context: Context, settings: task.FederatedSettings,
 
 
 def create_server_app(overrides: Mapping[str, Any] | None = None, on_round: RoundCallback | None = None,
-                      on_done: Callable[[dict], None] | None = None) -> ServerApp:
-    """Build the ServerApp; ``overrides`` stand in for ``--run-config`` in in-process simulation."""
+                      on_done: Callable[[dict], None] | None = None,
+                      on_error: Callable[[FederatedError], None] | None = None) -> ServerApp:
+    """Build the ServerApp; ``overrides`` stand in for ``--run-config`` in in-process simulation.
+    ``on_error`` hears why a run failed (Flower only logs a ServerApp's exception)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         """Read the run config and run the federated fine-tuning."""
-        settings = task.FederatedSettings.from_config({**context.run_config, **(overrides or {})})
-        manifest = run_server(grid, context, settings, on_round)
+        try:
+            settings = task.FederatedSettings.from_config({**context.run_config, **(overrides or {})})
+            manifest = run_server(grid, context, settings, on_round)
+        except FederatedError as exc:
+            log(ERROR, "%s", exc)
+            if on_error is not None:
+                on_error(exc)
+            raise
         if on_done is not None:
             on_done(manifest)
 

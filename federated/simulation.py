@@ -40,8 +40,9 @@ def simulate(
     overrides = {**settings, "min-nodes": num_clients}
     FederatedSettings.from_config(overrides)  # fail fast, before Ray starts
     manifests: list[dict] = []
+    errors: list[FederatedError] = []
     run_simulation(
-        server_app=create_server_app(overrides, on_round=on_round, on_done=manifests.append),
+        server_app=create_server_app(overrides, on_round=on_round, on_done=manifests.append, on_error=errors.append),
         client_app=create_client_app(overrides),
         num_supernodes=num_clients,
         backend_config={
@@ -51,6 +52,8 @@ def simulate(
         },
         verbose_logging=verbose,
     )
+    if errors:
+        raise errors[0]
     if not manifests:
         raise FederatedError("the federated simulation ended without finishing its rounds (see the log above)")
     return manifests[0]

@@ -41,3 +41,10 @@ def test_the_report_says_how_many_draws_scored_the_rounds_and_how_noisy_a_domain
     results["draws"] = 100
     assert ("Scored with 100 label draws per N; largest standard error of a final domain F1@5/@10: 0.021."
             in federated_markdown(results))
+
+
+def test_the_report_names_rounds_that_aggregated_nothing() -> None:
+    clean = _results({"fedavg-iid": {"history": [_scores(0.85, 0.82)], "checkpoint": "a.pt", "failed_rounds": []}})
+    assert "aggregated no client update" not in federated_markdown(clean)
+    stalled = _results({"secagg-iid": {"history": [_scores(0.85, 0.82)], "checkpoint": "a.pt", "failed_rounds": [2]}})
+    assert "secagg-iid: rounds [2] aggregated no client update" in federated_markdown(stalled)

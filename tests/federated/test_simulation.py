@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from flwr.server.strategy import FedAvg as LegacyFedAvg
 
-from federated import task
+from federated import server_app, task
 from federated.simulation import simulate
 from middleware.encoder.heads import load_heads
+from pmirs.errors import FederatedError
 
 
 @pytest.mark.slow
@@ -64,3 +65,28 @@ def test_secaggplus_gives_the_plain_mean_and_no_client_value_in_the_clear(
     # Its metrics are means of the same clients' values (the plain run averages them per photo).
     losses = [m["1"][task.TRAIN_LOSS_KEY] for m in (plain["train_metrics"], secure["train_metrics"])]
     assert losses[1] == pytest.approx(losses[0], rel=0.2) and losses[1] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [{}, {"secagg": True}], ids=["fedavg", "secagg+"])
+def test_a_run_in_which_every_client_fails_is_an_error_not_a_checkpoint(
+    tmp_path: Path, base_heads: Path, mode: dict
+) -> None:
+    # No client finds its store: every reply is an error. Flower carries on with the weights as they were
+    # (SecAgg+ halts); the run must not pass that off as trained heads.
+    out = tmp_path / "out"
+    settings = {"num-server-rounds": 1, "batch-size": 4, "heads-path": str(base_heads),
+                "partitions-root": str(tmp_path / "no-stores"), "out-dir": str(out), "partition": "domain",
+                "client-weighting": "uniform", **mode}
+    with pytest.raises(FederatedError, match="no round aggregated any client update"):
+        simulate(settings, num_clients=2)
+    assert not list(out.glob("*.pt"))
+
+
+def test_the_round_clock_names_rounds_that_left_the_weights_unchanged() -> None:
+    clock = server_app._RoundClock(on_round=None)
+    start, moved = {"w": np.zeros(3)}, {"w": np.array([0.0, 1e-7, 0.0])}
+    for server_round, state in enumerate([start, start, moved, moved]):
+        clock(server_round, state)
+    assert clock.failed_rounds == [1, 3]
+    assert len(clock.seconds) == 3
