@@ -8,10 +8,11 @@ composes the rounds numerically and bounds epsilon from above; nothing here is a
 shadows ours.)
 
 The PRV accountant discretises the privacy loss on a grid as wide as the RDP bound on epsilon. At
-small noise that grid outgrows memory (noise 0.003 over 3 rounds: tens of GB) and past a width of
-about 11,000 its float128 exponentials overflow to an epsilon of infinity. Beyond ``MAX_PRV_DOMAIN``
-the same package's RDP accountant gives the (looser, still valid) upper bound instead: an epsilon in
-the thousands promises nothing either way, and a run must never die at the end over its receipt.
+small noise that grid outgrows memory (3 rounds at noise 0.003: OOM-killed at 17.6 GB; at 0.001:
+27.5 GiB asked for), and past a width of about 11,000 its float128 exponentials overflow to an
+epsilon of infinity (noise 0.01). Beyond ``MAX_PRV_DOMAIN`` the same package's RDP accountant gives
+the (looser, still valid) upper bound instead: an epsilon in the thousands promises nothing either
+way, and a run must never die over its receipt.
 """
 
 from __future__ import annotations

@@ -106,7 +106,10 @@ def plot_mean_f1(curves: Sequence[tuple[str, Sequence[float], Sequence[dict[str,
                  out: Path) -> None:
     """Mean F1 at N=5 and N=10 per curve (label, x values, mean F1 per point); a one-point curve (the
     zero-shot base) is drawn as a dashed level."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    # The legend goes below both panels: inside one it covered the lowest curves (a DP run's).
+    columns = 3
+    legend_inches = 0.25 * -(-len(curves) // columns) + 0.15
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4 + legend_inches), sharey=True)
     for ax, n in zip(axes, ("5", "10"), strict=True):
         for label, x, mean_f1 in curves:
             values = [point[n] for point in mean_f1]
@@ -118,7 +121,8 @@ def plot_mean_f1(curves: Sequence[tuple[str, Sequence[float], Sequence[dict[str,
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("F1 (val)")
-    axes[1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, legend_inches / (4 + legend_inches), 1, 1))
     fig.savefig(out, dpi=120)
     plt.close(fig)
